@@ -1,0 +1,164 @@
+/*
+ * turnpike — the declarative configuration (YAML or JSON, DESIGN.md §1).
+ *
+ * tp_config_load() reads a file into a plain, validated tree of structs (this header). The
+ * tree is immutable after load; the snapshot compiler (src/config/snapshot.c) turns it into
+ * runtime objects (router, upstream pools). Every error carries FILE:LINE:COLUMN.
+ */
+#ifndef TURNPIKE_CONFIG_H
+#define TURNPIKE_CONFIG_H
+
+#include "turnpike/common.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+
+/* Defaults, documented in README.md (config reference). */
+#define TP_DEFAULT_MAX_HEADER_BYTES (64 * 1024)
+#define TP_DEFAULT_MAX_HEADERS 100
+#define TP_DEFAULT_MAX_URI_BYTES (8 * 1024)
+#define TP_DEFAULT_MAX_FIELD_BYTES (64 * 1024)
+#define TP_DEFAULT_MAX_BODY_BYTES 0ULL /* 0 = unlimited */
+#define TP_DEFAULT_HEADER_TIMEOUT_MS 10000
+#define TP_DEFAULT_BODY_TIMEOUT_MS 60000
+#define TP_DEFAULT_KEEPALIVE_TIMEOUT_MS 75000
+#define TP_DEFAULT_SEND_TIMEOUT_MS 60000
+#define TP_DEFAULT_TUNNEL_IDLE_TIMEOUT_MS 3600000
+#define TP_DEFAULT_MAX_CONNECTIONS 100000 /* per process */
+#define TP_DEFAULT_CONNECT_TIMEOUT_MS 60000 /* Kong's defaults */
+#define TP_DEFAULT_READ_TIMEOUT_MS 60000
+#define TP_DEFAULT_WRITE_TIMEOUT_MS 60000
+#define TP_DEFAULT_RETRIES 5
+#define TP_DEFAULT_KEEPALIVE_POOL 64    /* idle upstream connections per worker per target */
+#define TP_DEFAULT_KEEPALIVE_IDLE_MS 60000
+#define TP_DEFAULT_GRACE_MS 10000
+
+/** Where a value came from, for error messages. */
+struct tp_conf_mark {
+    int line;   /* 1-based */
+    int column; /* 1-based */
+};
+
+struct tp_conf_limits {
+    size_t max_header_bytes;     /* limits.max_header_bytes */
+    size_t max_headers;          /* limits.max_headers */
+    size_t max_uri_bytes;        /* limits.max_uri_bytes */
+    size_t max_field_bytes;      /* limits.max_header_field_bytes */
+    uint64_t max_body_bytes;     /* limits.max_body_bytes, 0 = unlimited */
+    uint32_t header_timeout_ms;  /* limits.header_timeout */
+    uint32_t body_timeout_ms;    /* limits.body_timeout: max idle gap while reading a body */
+    uint32_t keepalive_timeout_ms; /* limits.keepalive_timeout: idle client connection */
+    uint32_t send_timeout_ms;    /* limits.send_timeout: client not reading our response */
+    uint32_t tunnel_idle_timeout_ms; /* limits.tunnel_idle_timeout: WebSocket idle */
+    uint32_t max_connections;    /* limits.max_connections: open client connections */
+    uint32_t grace_period_ms;    /* limits.grace_period: SIGTERM drain time */
+};
+
+struct tp_conf_cond {            /* headers / query: name → accepted values */
+    char *name;
+    char **values;
+    size_t num_values;
+    struct tp_conf_mark mark;
+};
+
+struct tp_conf_route {
+    char *name;
+    char **hosts;   size_t num_hosts;
+    char **paths;   size_t num_paths;
+    char **methods; size_t num_methods; /* upper-cased by the loader */
+    struct tp_conf_cond *headers; size_t num_headers;
+    struct tp_conf_cond *query;   size_t num_query;
+    int priority;
+    bool strip_path;     /* default true, as in Kong */
+    bool preserve_host;  /* default false */
+    struct tp_conf_mark mark;
+};
+
+struct tp_conf_service {
+    char *name;
+    char *url;        /* as written */
+    char *host;       /* from url: an upstream name or a host name / IP literal */
+    uint16_t port;    /* from url (default 80) */
+    char *path;       /* from url, "" when none; never ends with '/' unless it is "/" */
+    uint32_t connect_timeout_ms, read_timeout_ms, write_timeout_ms;
+    int retries;
+    struct tp_conf_route *routes; size_t num_routes;
+    struct tp_conf_mark mark;
+};
+
+enum tp_balancer_algorithm {
+    TP_LB_ROUND_ROBIN = 0,
+    TP_LB_WEIGHTED_ROUND_ROBIN,
+    TP_LB_LEAST_CONNECTIONS,
+};
+
+struct tp_conf_target {
+    char *host;        /* host name or IP literal (IPv6 without brackets) */
+    uint16_t port;
+    uint32_t weight;   /* default 100, 0 = disabled */
+    struct tp_conf_mark mark;
+};
+
+struct tp_conf_upstream {
+    char *name;
+    enum tp_balancer_algorithm algorithm; /* default round-robin */
+    struct tp_conf_target *targets; size_t num_targets;
+    uint32_t keepalive_pool;     /* keepalive_pool_size: idle conns per worker per target */
+    uint32_t keepalive_idle_ms;  /* keepalive_idle_timeout */
+    struct tp_conf_mark mark;
+};
+
+struct tp_conf_cidr {
+    int family;          /* AF_INET or AF_INET6 */
+    uint8_t addr[16];    /* network address, host bits cleared */
+    int prefix;          /* prefix length */
+};
+
+struct tp_conf_listen {
+    char *host;          /* "0.0.0.0", "127.0.0.1", "::" ... */
+    uint16_t port;
+    struct tp_conf_mark mark;
+};
+
+enum tp_log_level { TP_LOG_DEBUG = 0, TP_LOG_INFO, TP_LOG_NOTICE, TP_LOG_WARN, TP_LOG_ERROR };
+
+struct tp_config {
+    char *path;          /* file it was read from */
+    struct tp_conf_listen *listen; size_t num_listen;  /* default 0.0.0.0:8000 */
+    int workers;         /* 0 in the file means "number of CPUs"; the loader resolves it */
+    char *access_log;    /* path, "stdout", or "off"; default "stdout" */
+    char *error_log;     /* path, "stderr"; default "stderr" */
+    enum tp_log_level log_level; /* default notice */
+    struct tp_conf_cidr *trusted_proxies; size_t num_trusted_proxies;
+    struct tp_conf_limits limits;
+    struct tp_conf_service *services; size_t num_services;
+    struct tp_conf_upstream *upstreams; size_t num_upstreams;
+};
+
+/**
+ * Load and validate a config file (YAML 1.1 via libyaml; JSON is accepted as YAML flow).
+ *
+ * Every error is printed to `errors` as "FILE:LINE:COLUMN: message\n" and loading continues to
+ * report as many errors as possible. Unknown keys, wrong types, out-of-range numbers, bad URLs,
+ * duplicate service/route/upstream names, a service url host that is neither an upstream nor a
+ * valid host, and unparseable CIDRs are errors. Durations are integers in ms.
+ *
+ * @param path    file to read
+ * @param errors  stream for error lines (e.g. stderr); may be NULL
+ * @param out     receives a newly allocated config on success (free with tp_config_free)
+ * @return 0, or the negative number of errors found (out untouched).
+ */
+int tp_config_load(const char *path, FILE *errors, struct tp_config **out);
+
+/** Same as tp_config_load but from memory; `name` is used in error messages. */
+int tp_config_load_string(const char *name, const char *text, size_t len, FILE *errors,
+                          struct tp_config **out);
+
+/** Free a config tree. NULL is ignored. */
+void tp_config_free(struct tp_config *cfg);
+
+/** Find an upstream by name, NULL if none. */
+const struct tp_conf_upstream *tp_config_find_upstream(const struct tp_config *cfg,
+                                                       const char *name);
+
+#endif

@@ -1,0 +1,86 @@
+/*
+ * turnpike — the compiled, immutable runtime configuration (DESIGN.md §2).
+ *
+ * A snapshot is built from a validated tp_config on the main thread (names resolved, router
+ * compiled, upstream state allocated), then published to the workers. It is reference-counted:
+ * the main thread holds one reference per worker while that worker uses it, and each worker
+ * counts its own in-flight requests per snapshot without atomics (src/event/worker.c).
+ */
+#ifndef TURNPIKE_SNAPSHOT_H
+#define TURNPIKE_SNAPSHOT_H
+
+#include "turnpike/common.h"
+#include "turnpike/config.h"
+#include "turnpike/router.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+struct tp_pool;
+
+/** One backend instance with a resolved address. */
+struct tp_target {
+    char *name;                   /* "host:port" as configured, for logs */
+    char *host_header;            /* Host value sent upstream: "host" or "host:port" */
+    struct sockaddr_storage addr; /* resolved at snapshot build */
+    socklen_t addrlen;
+    char addr_text[64];           /* "127.0.0.1:9001" */
+    uint32_t weight;
+    atomic_int active;            /* in-flight requests, all workers (least-connections) */
+    struct tp_pool **pools;       /* [nworkers]: slot w written only by worker w */
+};
+
+struct tp_upstream {
+    char *name;
+    enum tp_balancer_algorithm algorithm;
+    struct tp_target *targets;
+    size_t num_targets;
+    atomic_uint rr_next;          /* round-robin position shared by workers */
+    int64_t *swrr_current;        /* [nworkers * num_targets]: smooth WRR state per worker */
+    uint32_t keepalive_pool;
+    uint32_t keepalive_idle_ms;
+};
+
+struct tp_service {
+    const struct tp_conf_service *conf;
+    struct tp_upstream *upstream;  /* a url with a literal host gets an implicit upstream */
+    int host_is_upstream;          /* url host named an upstream (Host comes from the target) */
+};
+
+struct tp_route {
+    const struct tp_conf_route *conf;
+    struct tp_service *service;
+};
+
+struct tp_snapshot {
+    atomic_int refs;
+    uint64_t generation;
+    int nworkers;
+    struct tp_config *config;      /* owned */
+    struct tp_router *router;      /* owned */
+    struct tp_service *services;   size_t num_services;
+    struct tp_route *routes;       size_t num_routes;
+    struct tp_upstream *upstreams; size_t num_upstreams; /* configured + implicit */
+};
+
+/**
+ * Build a snapshot from a loaded config. Takes ownership of cfg on success (and on failure:
+ * cfg is freed). Resolves target host names with getaddrinfo (blocking: main thread only).
+ *
+ * @param nworkers  number of worker threads (sizes per-worker state)
+ * @param errors    stream for "FILE:LINE:COLUMN: message" lines (router pattern errors, names
+ *                  that do not resolve); may be NULL
+ * @param out       receives the snapshot with one reference held by the caller
+ * @return 0 or a negative error.
+ */
+int tp_snapshot_build(struct tp_config *cfg, int nworkers, FILE *errors,
+                      struct tp_snapshot **out);
+
+/** Take a reference (any thread). */
+void tp_snapshot_ref(struct tp_snapshot *s);
+
+/** Drop a reference (any thread); the last one frees the snapshot. NULL is ignored. */
+void tp_snapshot_unref(struct tp_snapshot *s);
+
+#endif

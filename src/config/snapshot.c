@@ -1,0 +1,250 @@
+/*
+ * Compile a validated tp_config into an immutable runtime snapshot: upstreams with resolved
+ * targets, services bound to upstreams, and the route matcher.
+ */
+#include "turnpike/snapshot.h"
+#include "turnpike/log.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *dup_printf_hostport(const char *host, uint16_t port, int omit_80)
+{
+    char buf[300];
+    int v6 = strchr(host, ':') != NULL;
+    if (omit_80 && port == 80)
+        snprintf(buf, sizeof(buf), v6 ? "[%s]" : "%s", host);
+    else
+        snprintf(buf, sizeof(buf), v6 ? "[%s]:%u" : "%s:%u", host, (unsigned)port);
+    return strdup(buf);
+}
+
+/* Resolve host:port once; the first address wins (re-resolved on every reload). */
+static int resolve_target(struct tp_target *t, const char *host, uint16_t port)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char portstr[8];
+    snprintf(portstr, sizeof(portstr), "%u", (unsigned)port);
+    if (getaddrinfo(host, portstr, &hints, &res) != 0 || !res)
+        return TP_ENOTFOUND;
+    memcpy(&t->addr, res->ai_addr, res->ai_addrlen);
+    t->addrlen = res->ai_addrlen;
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (res->ai_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, ip, sizeof(ip));
+    else if (res->ai_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, ip, sizeof(ip));
+    snprintf(t->addr_text, sizeof(t->addr_text), res->ai_family == AF_INET6 ? "[%s]:%u" : "%s:%u",
+             ip, (unsigned)port);
+    freeaddrinfo(res);
+    return 0;
+}
+
+static int init_target(struct tp_target *t, const char *host, uint16_t port, uint32_t weight,
+                       int nworkers)
+{
+    t->name = dup_printf_hostport(host, port, 0);
+    t->host_header = dup_printf_hostport(host, port, 1);
+    t->weight = weight;
+    atomic_init(&t->active, 0);
+    t->pools = calloc((size_t)nworkers, sizeof(*t->pools));
+    if (!t->name || !t->host_header || !t->pools)
+        return TP_ENOMEM;
+    return resolve_target(t, host, port);
+}
+
+static int init_upstream(struct tp_upstream *u, const char *name,
+                         enum tp_balancer_algorithm alg, size_t ntargets, int nworkers)
+{
+    u->name = strdup(name);
+    u->algorithm = alg;
+    u->num_targets = ntargets;
+    atomic_init(&u->rr_next, 0);
+    u->targets = calloc(ntargets ? ntargets : 1, sizeof(*u->targets));
+    u->swrr_current = calloc((ntargets ? ntargets : 1) * (size_t)nworkers, sizeof(int64_t));
+    u->keepalive_pool = TP_DEFAULT_KEEPALIVE_POOL;
+    u->keepalive_idle_ms = TP_DEFAULT_KEEPALIVE_IDLE_MS;
+    return (u->name && u->targets && u->swrr_current) ? 0 : TP_ENOMEM;
+}
+
+static void report(FILE *errors, const struct tp_config *cfg, struct tp_conf_mark m,
+                   const char *msg, const char *detail)
+{
+    if (errors)
+        fprintf(errors, "%s:%d:%d: %s%s\n", cfg->path ? cfg->path : "config", m.line, m.column,
+                msg, detail ? detail : "");
+}
+
+static int build_upstreams(struct tp_snapshot *s, FILE *errors)
+{
+    struct tp_config *cfg = s->config;
+    int nerr = 0;
+    /* implicit upstreams for services whose url names a host directly */
+    size_t implicit = 0;
+    for (size_t i = 0; i < cfg->num_services; i++)
+        if (!tp_config_find_upstream(cfg, cfg->services[i].host))
+            implicit++;
+    s->upstreams = calloc(cfg->num_upstreams + implicit + 1, sizeof(*s->upstreams));
+    if (!s->upstreams)
+        return TP_ENOMEM;
+    for (size_t i = 0; i < cfg->num_upstreams; i++) {
+        const struct tp_conf_upstream *cu = &cfg->upstreams[i];
+        struct tp_upstream *u = &s->upstreams[s->num_upstreams++];
+        if (init_upstream(u, cu->name, cu->algorithm, cu->num_targets, s->nworkers))
+            return TP_ENOMEM;
+        u->keepalive_pool = cu->keepalive_pool;
+        u->keepalive_idle_ms = cu->keepalive_idle_ms;
+        for (size_t j = 0; j < cu->num_targets; j++) {
+            const struct tp_conf_target *ct = &cu->targets[j];
+            int rc = init_target(&u->targets[j], ct->host, ct->port, ct->weight, s->nworkers);
+            if (rc == TP_ENOMEM)
+                return rc;
+            if (rc) {
+                report(errors, cfg, ct->mark, "cannot resolve target host ", ct->host);
+                nerr++;
+            }
+        }
+    }
+    for (size_t i = 0; i < cfg->num_services; i++) {
+        const struct tp_conf_service *cs = &cfg->services[i];
+        struct tp_service *svc = &s->services[i];
+        svc->conf = cs;
+        const struct tp_conf_upstream *cu = tp_config_find_upstream(cfg, cs->host);
+        if (cu) {
+            svc->upstream = &s->upstreams[cu - cfg->upstreams];
+            svc->host_is_upstream = 1;
+            continue;
+        }
+        struct tp_upstream *u = &s->upstreams[s->num_upstreams++];
+        if (init_upstream(u, cs->name, TP_LB_ROUND_ROBIN, 1, s->nworkers))
+            return TP_ENOMEM;
+        int rc = init_target(&u->targets[0], cs->host, cs->port, 100, s->nworkers);
+        if (rc == TP_ENOMEM)
+            return rc;
+        if (rc) {
+            report(errors, cfg, cs->mark, "cannot resolve service host ", cs->host);
+            nerr++;
+        }
+        svc->upstream = u;
+    }
+    return nerr ? TP_EINVAL : 0;
+}
+
+static struct tp_route_cond *conds_of(const struct tp_conf_cond *c, size_t n)
+{
+    struct tp_route_cond *out = calloc(n ? n : 1, sizeof(*out));
+    for (size_t i = 0; out && i < n; i++) {
+        out[i].name = c[i].name;
+        out[i].values = (const char *const *)c[i].values;
+        out[i].num_values = c[i].num_values;
+    }
+    return out;
+}
+
+static int build_routes(struct tp_snapshot *s, FILE *errors)
+{
+    struct tp_config *cfg = s->config;
+    size_t n = 0;
+    int nerr = 0;
+    for (size_t i = 0; i < cfg->num_services; i++)
+        n += cfg->services[i].num_routes;
+    s->routes = calloc(n ? n : 1, sizeof(*s->routes));
+    s->router = tp_router_new();
+    if (!s->routes || !s->router)
+        return TP_ENOMEM;
+    for (size_t i = 0; i < cfg->num_services; i++) {
+        const struct tp_conf_service *cs = &cfg->services[i];
+        for (size_t j = 0; j < cs->num_routes; j++) {
+            const struct tp_conf_route *cr = &cs->routes[j];
+            struct tp_route *rt = &s->routes[s->num_routes++];
+            rt->conf = cr;
+            rt->service = &s->services[i];
+            struct tp_route_cond *hc = conds_of(cr->headers, cr->num_headers);
+            struct tp_route_cond *qc = conds_of(cr->query, cr->num_query);
+            struct tp_route_spec spec = {
+                .name = cr->name,
+                .hosts = (const char *const *)cr->hosts, .num_hosts = cr->num_hosts,
+                .paths = (const char *const *)cr->paths, .num_paths = cr->num_paths,
+                .methods = (const char *const *)cr->methods, .num_methods = cr->num_methods,
+                .headers = hc, .num_headers = cr->num_headers,
+                .query = qc, .num_query = cr->num_query,
+                .priority = cr->priority,
+                .udata = rt,
+            };
+            char err[256] = "";
+            int rc = (hc && qc) ? tp_router_add(s->router, &spec, err, sizeof(err)) : TP_ENOMEM;
+            free(hc);
+            free(qc);
+            if (rc == TP_ENOMEM)
+                return rc;
+            if (rc) {
+                report(errors, cfg, cr->mark, "invalid route: ", err);
+                nerr++;
+            }
+        }
+    }
+    if (nerr)
+        return TP_EINVAL;
+    return tp_router_compile(s->router);
+}
+
+int tp_snapshot_build(struct tp_config *cfg, int nworkers, FILE *errors,
+                      struct tp_snapshot **out)
+{
+    static atomic_ulong generation;
+    struct tp_snapshot *s = calloc(1, sizeof(*s));
+    if (!s) {
+        tp_config_free(cfg);
+        return TP_ENOMEM;
+    }
+    atomic_init(&s->refs, 1);
+    s->config = cfg;
+    s->nworkers = nworkers;
+    s->generation = atomic_fetch_add(&generation, 1) + 1;
+    s->services = calloc(cfg->num_services ? cfg->num_services : 1, sizeof(*s->services));
+    s->num_services = cfg->num_services;
+    int rc = s->services ? build_upstreams(s, errors) : TP_ENOMEM;
+    if (rc == 0)
+        rc = build_routes(s, errors);
+    if (rc) {
+        tp_snapshot_unref(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void tp_snapshot_ref(struct tp_snapshot *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+}
+
+static void free_upstream(struct tp_upstream *u)
+{
+    for (size_t j = 0; u->targets && j < u->num_targets; j++) {
+        free(u->targets[j].name);
+        free(u->targets[j].host_header);
+        free(u->targets[j].pools);
+    }
+    free(u->targets);
+    free(u->swrr_current);
+    free(u->name);
+}
+
+void tp_snapshot_unref(struct tp_snapshot *s)
+{
+    if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (size_t i = 0; i < s->num_upstreams; i++)
+        free_upstream(&s->upstreams[i]);
+    free(s->upstreams);
+    free(s->services);
+    free(s->routes);
+    tp_router_free(s->router);
+    tp_config_free(s->config);
+    free(s);
+}

@@ -1,0 +1,1099 @@
+/*
+ * The proxy state machine: one client connection, its current request, and the upstream
+ * connection serving it.
+ *
+ * Every event (client or upstream readable/writable, a timer) ends in conn_progress(), which
+ * moves bytes as far as they can go — parse a head, relay body bytes (evbuffer chains are moved,
+ * not copied), parse the response head, relay the response — then flushes both sides and sets
+ * the read/write interest and the timers for the new state. Reading a side stops while the other
+ * side's output holds more than TP_IO_HIGH_WATER bytes, so memory per connection is bounded
+ * whatever the body sizes.
+ */
+#include "http/proxy.h"
+#include "turnpike/router.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static void conn_progress(struct tp_conn *c);
+static void client_read_cb(evutil_socket_t fd, short what, void *arg);
+static void client_write_cb(evutil_socket_t fd, short what, void *arg);
+static void client_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+static const struct tp_conf_limits *limits_of(const struct tp_conn *c)
+{
+    const struct tp_wsnap *ws = c->req.ws ? c->req.ws : c->w->cur;
+    return &ws->snap->config->limits;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* access log                                                                               */
+
+static void json_field(struct tp_strbuf *b, const char *key, const char *v, size_t len)
+{
+    tp_strbuf_puts(b, ",\"");
+    tp_strbuf_puts(b, key);
+    tp_strbuf_puts(b, "\":");
+    if (!v) {
+        tp_strbuf_puts(b, "null");
+        return;
+    }
+    tp_strbuf_append(b, "\"", 1);
+    tp_strbuf_json_str(b, v, len);
+    tp_strbuf_append(b, "\"", 1);
+}
+
+static void num_field(struct tp_strbuf *b, const char *key, unsigned long long v)
+{
+    tp_strbuf_puts(b, ",\"");
+    tp_strbuf_puts(b, key);
+    tp_strbuf_puts(b, "\":");
+    tp_strbuf_putu(b, v);
+}
+
+static void log_access(struct tp_conn *c)
+{
+    struct tp_request *req = &c->req;
+    if (c->w->access_fd < 0)
+        return;
+    char now[40];
+    uint64_t t = tp_now_ms();
+    tp_log_time_rfc3339(now, sizeof(now));
+    struct tp_strbuf b = {.ptr = NULL, .max = 64 * 1024};
+    tp_strbuf_puts(&b, "{\"time\":\"");
+    tp_strbuf_puts(&b, now);
+    tp_strbuf_append(&b, "\"", 1);
+    json_field(&b, "request_id", req->request_id, strlen(req->request_id));
+    json_field(&b, "client", req->client_ip[0] ? req->client_ip : c->peer_text,
+               strlen(req->client_ip[0] ? req->client_ip : c->peer_text));
+    json_field(&b, "method", req->method, req->method ? strlen(req->method) : 0);
+    json_field(&b, "path", req->path, req->path ? strlen(req->path) : 0);
+    num_field(&b, "status", (unsigned)req->status);
+    num_field(&b, "bytes_received", req->bytes_in);
+    num_field(&b, "bytes_sent", req->bytes_out);
+    const char *route = req->route ? req->route->conf->name : NULL;
+    const char *svc = req->service ? req->service->conf->name : NULL;
+    json_field(&b, "route", route, route ? strlen(route) : 0);
+    json_field(&b, "service", svc, svc ? strlen(svc) : 0);
+    json_field(&b, "upstream", req->target ? req->target->addr_text : NULL,
+               req->target ? strlen(req->target->addr_text) : 0);
+    num_field(&b, "latency_ms", t - req->start_ms);
+    if (req->up_start_ms && req->up_first_byte_ms)
+        num_field(&b, "upstream_latency_ms", req->up_first_byte_ms - req->up_start_ms);
+    else
+        tp_strbuf_puts(&b, ",\"upstream_latency_ms\":null");
+    if (tp_strbuf_puts(&b, "}\n") == 0)
+        tp_worker_access_log(c->w, b.ptr, b.len);
+    tp_strbuf_free(&b);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* request lifecycle                                                                        */
+
+static void request_reset(struct tp_conn *c)
+{
+    struct tp_request *req = &c->req;
+    if (req->target)
+        atomic_fetch_sub_explicit(&req->target->active, 1, memory_order_relaxed);
+    tp_worker_snap_release(c->w, req->ws);
+    free(req->method);
+    free(req->path);
+    free(req->log_ua);
+    tp_strbuf_free(&req->head);
+    memset(req, 0, sizeof(*req));
+}
+
+static void up_detach(struct tp_conn *c, bool reuse)
+{
+    struct tp_upconn *u = c->up;
+    if (!u)
+        return;
+    c->up = NULL;
+    const struct tp_upstream *us = c->req.service ? c->req.service->upstream : NULL;
+    if (reuse && us && u->connected && !u->eof) {
+        tp_pool_put(u, us->keepalive_pool, us->keepalive_idle_ms);
+        return;
+    }
+    tp_upconn_close(u);
+}
+
+static void conn_free(struct tp_conn *c)
+{
+    struct tp_worker *w = c->w;
+    if (c->state == TP_CONN_TUNNEL || (c->req.ws && c->req.status))
+        log_access(c);
+    up_detach(c, false);
+    request_reset(c);
+    event_free(c->rev);
+    event_free(c->wev);
+    event_free(c->timer);
+    evbuffer_free(c->in);
+    evbuffer_free(c->out);
+    close(c->fd);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    free(c);
+    tp_worker_conn_closed(w);
+}
+
+void tp_conn_abort(struct tp_conn *c)
+{
+    conn_free(c);
+}
+
+void tp_conn_shutdown(struct tp_conn *c)
+{
+    if (c->state == TP_CONN_HEAD && !c->got_first_byte && evbuffer_get_length(c->in) == 0) {
+        conn_free(c);
+        return;
+    }
+    c->req.keepalive = false; /* finish what is in flight, then close */
+}
+
+/* Queue a gateway-generated JSON error response and finish the request (DESIGN.md §4). */
+static void respond_error(struct tp_conn *c, int status, const char *message, bool close_after)
+{
+    struct tp_request *req = &c->req;
+    up_detach(c, false);
+    if (!req->request_id[0])
+        tp_proxy_request_id(c, NULL);
+    if (!req->start_ms)
+        req->start_ms = tp_now_ms();
+    struct tp_strbuf body = {.max = 4096};
+    tp_strbuf_puts(&body, "{\"message\":\"");
+    tp_strbuf_json_str(&body, message, strlen(message));
+    tp_strbuf_puts(&body, "\",\"request_id\":\"");
+    tp_strbuf_json_str(&body, req->request_id, strlen(req->request_id));
+    tp_strbuf_puts(&body, "\"}\n");
+    if (close_after || !req->req_body_done || !req->keepalive)
+        req->keepalive = false;
+    size_t before = evbuffer_get_length(c->out);
+    evbuffer_add_printf(c->out,
+                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                        "Content-Length: %zu\r\nX-Request-ID: %s\r\n%s\r\n",
+                        status, tp_http_reason(status), body.len, req->request_id,
+                        req->keepalive ? "" : "Connection: close\r\n");
+    if (!req->is_head)
+        evbuffer_add(c->out, body.ptr, body.len);
+    tp_strbuf_free(&body);
+    req->bytes_out += evbuffer_get_length(c->out) - before;
+    req->status = status;
+    req->resp_started = req->resp_head_done = req->resp_done = true;
+    if (status >= 500)
+        tp_log(TP_LOG_WARN, "request %s: %d %s", req->request_id, status, message);
+}
+
+/* The request is over on both sides: log, recycle the upstream connection, next request. */
+static void finish_request(struct tp_conn *c)
+{
+    struct tp_request *req = &c->req;
+    bool reuse = req->up_reusable && req->req_body_done;
+    log_access(c);
+    up_detach(c, reuse);
+    bool keep = req->keepalive && req->req_body_done && !c->peer_closed &&
+                !atomic_load(&c->w->stop);
+    request_reset(c);
+    evtimer_del(c->timer); /* the next phase arms its own timer from scratch */
+    c->timer_kind = TP_T_NONE;
+    c->num_requests++;
+    c->scan_pos = 0;
+    c->uri_checked = false;
+    c->got_first_byte = evbuffer_get_length(c->in) > 0;
+    c->state = keep ? TP_CONN_HEAD : TP_CONN_CLOSING;
+}
+
+static bool method_idempotent(struct tp_slice m)
+{
+    return TP_SLICE_IEQ(m, "GET") || TP_SLICE_IEQ(m, "HEAD") || TP_SLICE_IEQ(m, "OPTIONS") ||
+           TP_SLICE_IEQ(m, "TRACE") || TP_SLICE_IEQ(m, "PUT") || TP_SLICE_IEQ(m, "DELETE");
+}
+
+static char *slice_dup(struct tp_slice s)
+{
+    char *p = malloc(s.len + 1);
+    if (p) {
+        memcpy(p, s.ptr, s.len);
+        p[s.len] = '\0';
+    }
+    return p;
+}
+
+struct header_ctx {
+    const struct tp_http_message *msg;
+};
+
+/* Router callback: does the request carry header `name` with one of the values? */
+static int header_has(void *ctx, const char *name, const char *const *values, size_t n)
+{
+    const struct tp_http_message *msg = ((struct header_ctx *)ctx)->msg;
+    size_t nlen = strlen(name);
+    for (int i = tp_http_header_find(msg, name, nlen, 0); i >= 0;
+         i = tp_http_header_find(msg, name, nlen, (size_t)i + 1)) {
+        for (size_t k = 0; k < n; k++)
+            if (msg->headers[i].value.len == strlen(values[k]) &&
+                memcmp(msg->headers[i].value.ptr, values[k], msg->headers[i].value.len) == 0)
+                return 1;
+    }
+    return 0;
+}
+
+static void connect_upstream(struct tp_conn *c);
+static void upstream_failed(struct tp_conn *c, bool connect_failure, bool timeout);
+
+/* Route the parsed request and start proxying it. Returns false if an error was queued. */
+static bool start_request(struct tp_conn *c, const struct tp_http_message *msg)
+{
+    struct tp_request *req = &c->req;
+    struct tp_worker *w = c->w;
+    const struct tp_config *cfg = req->ws->snap->config;
+    req->minor_version = msg->minor_version;
+    req->method = slice_dup(msg->method);
+    req->is_head = TP_SLICE_IEQ(msg->method, "HEAD");
+    req->idempotent = method_idempotent(msg->method);
+    req->keepalive = msg->minor_version == 1 ? !(msg->flags & TP_HTTP_F_CONN_CLOSE)
+                                              : !!(msg->flags & TP_HTTP_F_CONN_KEEPALIVE);
+    req->req_framing = msg->framing;
+    req->req_body_done = msg->framing == TP_HTTP_BODY_NONE;
+    req->req_remaining = msg->content_length;
+    tp_http_chunked_init(&req->req_chunked);
+    req->upgrade = (msg->flags & TP_HTTP_F_CONN_UPGRADE) && (msg->flags & TP_HTTP_F_HAS_UPGRADE);
+    req->bytes_in = msg->head_len;
+    tp_proxy_request_id(c, msg);
+    if (!req->method)
+        return respond_error(c, 500, "out of memory", true), false;
+    if (msg->path.len == 0 || msg->path.ptr[0] != '/')
+        return respond_error(c, 400, "unsupported request target", true), false;
+
+    /* normalise before anything looks at the path (CASES.md B13–B17) */
+    req->path = malloc(msg->path.len + 1);
+    size_t plen = 0;
+    if (!req->path)
+        return respond_error(c, 500, "out of memory", true), false;
+    if (tp_path_normalize(msg->path.ptr, msg->path.len, req->path, &plen, 0) != 0) {
+        memcpy(req->path, msg->path.ptr, msg->path.len);
+        req->path[msg->path.len] = '\0';
+        return respond_error(c, 400, "invalid request path", true), false;
+    }
+    req->path[plen] = '\0';
+    struct tp_slice host_in = msg->target_authority.len ? msg->target_authority : msg->host;
+    char host[256];
+    size_t hlen = 0;
+    if (host_in.len > sizeof(host) ||
+        (host_in.len && tp_host_canonicalize(host_in.ptr, host_in.len, host, &hlen) != 0))
+        return respond_error(c, 400, "invalid host", true), false;
+
+    struct header_ctx hctx = {msg};
+    struct tp_router_request rr = {
+        .host = {host, hlen},
+        .path = {req->path, plen},
+        .method = msg->method,
+        .query = msg->query,
+        .header_has = header_has,
+        .header_ctx = &hctx,
+    };
+    struct tp_router_match m;
+    int rc = tp_router_match(req->ws->snap->router, &rr, &m);
+    if (rc == TP_EMETHOD)
+        return respond_error(c, 405, "method not allowed", false), false;
+    if (rc != 0)
+        return respond_error(c, 404, "no route matched", false), false;
+    req->route = m.udata;
+    req->service = req->route->service;
+
+    const struct tp_conf_limits *lim = &cfg->limits;
+    if (msg->framing == TP_HTTP_BODY_LENGTH && lim->max_body_bytes &&
+        msg->content_length > lim->max_body_bytes)
+        return respond_error(c, 413, "request body too large", true), false;
+
+    /* pick the first target now: the head names its Host */
+    req->target = tp_upstream_pick(req->service->upstream, w->id, 0);
+    if (!req->target)
+        return respond_error(c, 503, "no upstream target available", false), false;
+    atomic_fetch_add_explicit(&req->target->active, 1, memory_order_relaxed);
+    rc = tp_proxy_build_request_head(c, msg, &m);
+    if (rc == TP_ETOOBIG)
+        return respond_error(c, 414, "request target too long", true), false;
+    if (rc != 0)
+        return respond_error(c, 500, "out of memory", true), false;
+
+    if ((msg->flags & TP_HTTP_F_EXPECT_CONTINUE) && msg->framing != TP_HTTP_BODY_NONE &&
+        msg->minor_version == 1 && evbuffer_get_length(c->in) == msg->head_len) {
+        /* we answer 100 ourselves and do not forward Expect: exactly one 100 (B45) */
+        evbuffer_add(c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        req->bytes_out += 25;
+    }
+    c->state = TP_CONN_PROXY;
+    connect_upstream(c);
+    return true;
+}
+
+/* Bring an upstream connection for req->target (from the pool or new) and queue the head. */
+static void connect_upstream(struct tp_conn *c)
+{
+    struct tp_request *req = &c->req;
+    struct tp_target *t = req->target;
+    size_t idx = (size_t)(t - req->service->upstream->targets);
+    if (idx < 64)
+        req->tried_mask |= 1ull << idx;
+    req->tries++;
+    struct tp_pool *p = tp_pool_get(c->w, t);
+    struct tp_upconn *u = p ? tp_pool_take(p) : NULL;
+    if (!u) {
+        if (!p || tp_upconn_connect(c->w, p, &u) != 0) {
+            u = NULL;
+        } else {
+            u->connected = false;
+        }
+    } else {
+        u->connected = true;
+    }
+    if (!u) {
+        upstream_failed(c, true, false);
+        return;
+    }
+    u->client = c;
+    c->up = u;
+    req->up_start_ms = tp_now_ms();
+    evbuffer_add(u->out, req->head.ptr, req->head.len);
+}
+
+/*
+ * The upstream connection failed before any response byte reached the client. Retry on the
+ * next target when that is safe (connect failure, or a reset before any answer for a request
+ * whose body we still hold and that is idempotent or ran on a reused connection), else answer.
+ */
+static void upstream_failed(struct tp_conn *c, bool connect_failure, bool timeout)
+{
+    struct tp_request *req = &c->req;
+    struct tp_upconn *u = c->up;
+    bool reused = u && u->reused;
+    bool nothing_back = !u || evbuffer_get_length(u->in) == 0;
+    if (req->resp_started) {
+        /* mid-response: the client sees a truncated message */
+        up_detach(c, false);
+        req->keepalive = false;
+        c->state = TP_CONN_CLOSING;
+        return;
+    }
+    bool body_untouched = req->req_framing == TP_HTTP_BODY_NONE || req->body_in == 0;
+    bool may_retry = !timeout && nothing_back && body_untouched &&
+                     (connect_failure || req->idempotent || reused) && !req->upgrade;
+    up_detach(c, false);
+    if (may_retry && req->tries <= req->service->conf->retries + (reused ? 1 : 0)) {
+        struct tp_target *next = reused ? req->target
+                                        : tp_upstream_pick(req->service->upstream, c->w->id,
+                                                           req->tried_mask);
+        if (next) {
+            atomic_fetch_sub_explicit(&req->target->active, 1, memory_order_relaxed);
+            req->target = next;
+            atomic_fetch_add_explicit(&next->active, 1, memory_order_relaxed);
+            connect_upstream(c);
+            return;
+        }
+    }
+    if (timeout)
+        respond_error(c, 504, "upstream timed out", false);
+    else
+        respond_error(c, 502, connect_failure ? "cannot connect to upstream"
+                                              : "upstream closed the connection",
+                      false);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* bodies                                                                                   */
+
+static void add_chunk_header(struct evbuffer *out, size_t n)
+{
+    evbuffer_add_printf(out, "%zx\r\n", n);
+}
+
+/*
+ * Run a chunked decoder over src, moving the data to dst (re-framed as canonical chunks when
+ * rechunk is set). Returns 1 at the end of the body, 0 when more input is needed, or a
+ * negative error. *moved counts the data bytes moved.
+ */
+static int relay_chunked(struct tp_http_chunked *dec, struct evbuffer *src, struct evbuffer *dst,
+                         bool rechunk, uint64_t *moved, uint64_t *consumed_total,
+                         uint64_t limit)
+{
+    while (evbuffer_get_length(src) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(src, -1, NULL, &v, 1) < 1)
+            return 0;
+        size_t consumed = 0, off = 0, dlen = 0;
+        int rc = tp_http_chunked_decode(dec, v.iov_base, v.iov_len, &consumed, &off, &dlen);
+        if (rc < 0)
+            return rc;
+        if (limit && dlen && *moved + dlen > limit)
+            return TP_ETOOBIG;
+        evbuffer_drain(src, off);
+        if (dlen) {
+            if (rechunk)
+                add_chunk_header(dst, dlen);
+            evbuffer_remove_buffer(src, dst, dlen);
+            if (rechunk)
+                evbuffer_add(dst, "\r\n", 2);
+            *moved += dlen;
+        }
+        if (consumed > off + dlen)
+            evbuffer_drain(src, consumed - off - dlen);
+        *consumed_total += consumed;
+        if (rc == 1) {
+            if (rechunk)
+                evbuffer_add(dst, "0\r\n\r\n", 5);
+            return 1;
+        }
+        if (consumed == 0)
+            return 0;
+    }
+    return 0;
+}
+
+static void relay_request_body(struct tp_conn *c)
+{
+    struct tp_request *req = &c->req;
+    struct tp_upconn *u = c->up;
+    if (req->req_body_done || !u || !u->connected || req->resp_done)
+        return;
+    if (req->req_framing == TP_HTTP_BODY_LENGTH) {
+        size_t n = TP_MIN((uint64_t)evbuffer_get_length(c->in), req->req_remaining);
+        if (n) {
+            evbuffer_remove_buffer(c->in, u->out, n);
+            req->req_remaining -= n;
+            req->body_in += n;
+            req->bytes_in += n;
+        }
+        req->req_body_done = req->req_remaining == 0;
+        return;
+    }
+    uint64_t consumed = 0;
+    uint64_t limit = limits_of(c)->max_body_bytes;
+    int rc = relay_chunked(&req->req_chunked, c->in, u->out, true, &req->body_in, &consumed,
+                           limit);
+    req->bytes_in += consumed;
+    if (rc == 1) {
+        req->req_body_done = true;
+    } else if (rc == TP_ETOOBIG) {
+        if (!req->resp_started)
+            respond_error(c, 413, "request body too large", true);
+        else
+            c->state = TP_CONN_CLOSING;
+    } else if (rc < 0) {
+        if (!req->resp_started)
+            respond_error(c, 400, "malformed chunked request body", true);
+        else
+            c->state = TP_CONN_CLOSING;
+    }
+}
+
+/* Decide framing towards the client and whether the upstream connection can be kept. */
+static void plan_response(struct tp_conn *c, const struct tp_http_message *msg)
+{
+    struct tp_request *req = &c->req;
+    req->resp_framing = msg->framing;
+    req->resp_remaining = msg->content_length;
+    tp_http_chunked_init(&req->resp_chunked);
+    bool up_keep = msg->minor_version == 1 ? !(msg->flags & TP_HTTP_F_CONN_CLOSE)
+                                           : !!(msg->flags & TP_HTTP_F_CONN_KEEPALIVE);
+    req->up_reusable = up_keep && msg->framing != TP_HTTP_BODY_UNTIL_CLOSE && !req->upgrade;
+    if (msg->framing == TP_HTTP_BODY_CHUNKED || msg->framing == TP_HTTP_BODY_UNTIL_CLOSE) {
+        if (req->minor_version == 1)
+            req->resp_chunked_out = true;
+        else
+            req->keepalive = false; /* HTTP/1.0: the end of the body is the close */
+    }
+    if (!req->req_body_done)
+        req->keepalive = false; /* answered before the body ended: do not read the rest */
+}
+
+/* Parse the upstream response head (skipping 1xx). Returns true when a head was consumed. */
+static bool read_response_head(struct tp_conn *c)
+{
+    struct tp_request *req = &c->req;
+    struct tp_upconn *u = c->up;
+    const struct tp_conf_limits *lim = limits_of(c);
+    size_t len = evbuffer_get_length(u->in);
+    if (len == 0)
+        return false;
+    size_t cap = lim->max_header_bytes + 4;
+    const char *p = (const char *)evbuffer_pullup(u->in, (ssize_t)TP_MIN(len, cap));
+    struct tp_http_message msg = {0};
+    struct tp_http_limits hl = {lim->max_header_bytes, lim->max_headers, lim->max_uri_bytes,
+                                lim->max_field_bytes};
+    msg.headers = tp_worker_headers(c->w, lim->max_headers);
+    if (!msg.headers) {
+        respond_error(c, 502, "out of memory", true);
+        return false;
+    }
+    int rc = tp_http_parse_response(p, TP_MIN(len, cap), tp_slice_cstr(req->method), &msg, &hl);
+    if (rc == TP_EAGAIN) {
+        if (len > cap)
+            respond_error(c, 502, "upstream response head too large", false);
+        return false;
+    }
+    if (rc < 0) {
+        tp_log(TP_LOG_WARN, "request %s: invalid response from %s", req->request_id,
+               req->target->addr_text);
+        respond_error(c, 502, "invalid response from upstream", false);
+        return false;
+    }
+    if (!req->up_first_byte_ms)
+        req->up_first_byte_ms = tp_now_ms();
+    if (msg.status < 200 && msg.status != 101) {
+        evbuffer_drain(u->in, msg.head_len); /* interim responses are not relayed */
+        return true;
+    }
+    if (msg.status == 101 && !req->upgrade) {
+        respond_error(c, 502, "unexpected 101 from upstream", false);
+        return false;
+    }
+    plan_response(c, &msg);
+    if (tp_proxy_build_response_head(c, &msg, c->out) != 0) {
+        respond_error(c, 502, "out of memory", true);
+        return false;
+    }
+    evbuffer_drain(u->in, msg.head_len);
+    req->status = msg.status;
+    req->resp_started = req->resp_head_done = true;
+    if (msg.status == 101) {
+        c->state = TP_CONN_TUNNEL;
+        req->resp_done = true;
+        return true;
+    }
+    if (req->resp_framing == TP_HTTP_BODY_NONE ||
+        (req->resp_framing == TP_HTTP_BODY_LENGTH && req->resp_remaining == 0))
+        req->resp_done = true;
+    return true;
+}
+
+static void relay_response_body(struct tp_conn *c)
+{
+    struct tp_request *req = &c->req;
+    struct tp_upconn *u = c->up;
+    size_t avail = evbuffer_get_length(u->in);
+    if (req->resp_done || avail == 0)
+        return;
+    size_t before = evbuffer_get_length(c->out);
+    if (req->resp_framing == TP_HTTP_BODY_LENGTH) {
+        size_t n = TP_MIN((uint64_t)avail, req->resp_remaining);
+        evbuffer_remove_buffer(u->in, c->out, n);
+        req->resp_remaining -= n;
+        req->resp_done = req->resp_remaining == 0;
+        if (req->resp_done && evbuffer_get_length(u->in))
+            req->up_reusable = false; /* bytes beyond the declared length */
+    } else if (req->resp_framing == TP_HTTP_BODY_CHUNKED) {
+        uint64_t moved = 0, consumed = 0;
+        int rc = relay_chunked(&req->resp_chunked, u->in, c->out, req->resp_chunked_out, &moved,
+                               &consumed, 0);
+        if (rc == 1) {
+            req->resp_done = true;
+            if (evbuffer_get_length(u->in))
+                req->up_reusable = false;
+        } else if (rc < 0) {
+            tp_log(TP_LOG_WARN, "request %s: bad chunked body from %s", req->request_id,
+                   req->target->addr_text);
+            upstream_failed(c, false, false);
+        }
+    } else { /* until close */
+        size_t n = avail;
+        if (req->resp_chunked_out)
+            add_chunk_header(c->out, n);
+        evbuffer_remove_buffer(u->in, c->out, n);
+        if (req->resp_chunked_out)
+            evbuffer_add(c->out, "\r\n", 2);
+    }
+    req->bytes_out += evbuffer_get_length(c->out) - before;
+}
+
+/* The upstream closed its side. */
+static void upstream_eof(struct tp_conn *c)
+{
+    struct tp_request *req = &c->req;
+    if (c->state == TP_CONN_TUNNEL)
+        return;
+    if (!req->resp_head_done) {
+        upstream_failed(c, false, false);
+        return;
+    }
+    if (req->resp_done)
+        return;
+    if (req->resp_framing == TP_HTTP_BODY_UNTIL_CLOSE) {
+        if (req->resp_chunked_out) {
+            evbuffer_add(c->out, "0\r\n\r\n", 5);
+            req->bytes_out += 5;
+        }
+        req->resp_done = true;
+        req->up_reusable = false;
+        return;
+    }
+    upstream_failed(c, false, false); /* truncated body: close the client too */
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* head parsing                                                                             */
+
+/* Cheap check for the end of a head in bytes not yet scanned, so a slow client sending a
+ * header a byte at a time does not make us re-parse the whole head on every read. */
+static bool head_maybe_complete(struct tp_conn *c, const char *p, size_t len)
+{
+    size_t from = c->scan_pos > 2 ? c->scan_pos - 2 : 0;
+    for (size_t i = from; i + 1 < len; i++) {
+        if (p[i] == '\n' && (p[i + 1] == '\n' || (p[i + 1] == '\r' && i + 2 < len)))
+            return true;
+    }
+    c->scan_pos = len;
+    return false;
+}
+
+static void parse_head(struct tp_conn *c)
+{
+    const struct tp_conf_limits *lim = limits_of(c);
+    size_t len = evbuffer_get_length(c->in);
+    size_t cap = lim->max_header_bytes + 4;
+    size_t n = TP_MIN(len, cap);
+    const char *p = (const char *)evbuffer_pullup(c->in, (ssize_t)n);
+    if (!head_maybe_complete(c, p, n)) {
+        bool check_uri = !c->uri_checked && n > lim->max_uri_bytes + 16;
+        if (n <= lim->max_header_bytes && !check_uri)
+            return;
+        c->uri_checked = true;
+    }
+    struct tp_http_message msg = {0};
+    struct tp_http_limits hl = {lim->max_header_bytes, lim->max_headers, lim->max_uri_bytes,
+                                lim->max_field_bytes};
+    msg.headers = tp_worker_headers(c->w, lim->max_headers);
+    if (!msg.headers)
+        return;
+    int status = 400;
+    int rc = tp_http_parse_request(p, n, &msg, &hl, &status);
+    if (rc == TP_EAGAIN)
+        return;
+    struct tp_request *req = &c->req;
+    req->ws = tp_worker_snap_acquire(c->w);
+    req->start_ms = tp_now_ms();
+    if (rc < 0) {
+        req->req_body_done = true;
+        req->bytes_in = n;
+        const char *why = status == 414   ? "request URI too long"
+                          : status == 431 ? "request header fields too large"
+                          : status == 505 ? "HTTP version not supported"
+                          : status == 501 ? "transfer coding not implemented"
+                                          : "malformed request";
+        req->path = NULL;
+        tp_log(TP_LOG_INFO, "client %s: %d %s", c->peer_text, status, why);
+        respond_error(c, status, why, true);
+        evbuffer_drain(c->in, len);
+        c->peer_closed = true; /* read nothing more from this client */
+        return;
+    }
+    start_request(c, &msg);
+    evbuffer_drain(c->in, msg.head_len);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* I/O, interest and timers                                                                 */
+
+static void set_read(struct event *ev, bool *on, bool want)
+{
+    if (want == *on)
+        return;
+    if (want)
+        event_add(ev, NULL);
+    else
+        event_del(ev);
+    *on = want;
+}
+
+static void arm_timer(struct event *timer, enum tp_timer_kind *cur, uint64_t *deadline,
+                      enum tp_timer_kind kind, uint32_t ms, bool reset)
+{
+    if (kind == TP_T_NONE) {
+        if (*cur != TP_T_NONE)
+            evtimer_del(timer);
+        *cur = TP_T_NONE;
+        return;
+    }
+    if (kind == *cur && !reset)
+        return;
+    uint64_t now = tp_now_ms();
+    if (kind == *cur && reset && *deadline > now + ms - TP_MIN(ms, 50u))
+        return; /* re-arming more often than every 50 ms buys nothing */
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(timer, &tv);
+    *cur = kind;
+    *deadline = now + ms;
+}
+
+static void update_client_timer(struct tp_conn *c)
+{
+    const struct tp_conf_limits *lim = limits_of(c);
+    struct tp_request *req = &c->req;
+    enum tp_timer_kind k = TP_T_NONE;
+    uint32_t ms = 0;
+    bool pending_out = evbuffer_get_length(c->out) > 0;
+    switch (c->state) {
+    case TP_CONN_HEAD:
+        if (c->got_first_byte || c->num_requests == 0)
+            k = TP_T_HEADER, ms = lim->header_timeout_ms;
+        else
+            k = TP_T_IDLE, ms = lim->keepalive_timeout_ms;
+        if (pending_out && k == TP_T_IDLE)
+            k = TP_T_SEND, ms = lim->send_timeout_ms;
+        break;
+    case TP_CONN_PROXY:
+        if (pending_out && (c->wev && c->write_on))
+            k = TP_T_SEND, ms = lim->send_timeout_ms;
+        else if (!req->req_body_done && c->read_on)
+            k = TP_T_BODY, ms = lim->body_timeout_ms;
+        break;
+    case TP_CONN_TUNNEL:
+        k = TP_T_TUNNEL, ms = lim->tunnel_idle_timeout_ms;
+        break;
+    case TP_CONN_CLOSING:
+        k = TP_T_SEND, ms = lim->send_timeout_ms;
+        break;
+    }
+    /* header and idle deadlines count from their start, not from the last byte (B49) */
+    bool resettable = k == TP_T_BODY || k == TP_T_SEND || k == TP_T_TUNNEL;
+    arm_timer(c->timer, &c->timer_kind, &c->timer_deadline_ms, k, ms, resettable && c->progress);
+    c->progress = false;
+}
+
+static void update_upstream_timer(struct tp_conn *c)
+{
+    struct tp_upconn *u = c->up;
+    if (!u)
+        return;
+    const struct tp_conf_service *svc = c->req.service->conf;
+    enum tp_timer_kind k = TP_T_NONE;
+    uint32_t ms = 0;
+    if (!u->connected)
+        k = TP_T_UP_CONNECT, ms = svc->connect_timeout_ms;
+    else if (c->state == TP_CONN_TUNNEL)
+        k = TP_T_NONE;
+    else if (evbuffer_get_length(u->out) > 0)
+        k = TP_T_UP_WRITE, ms = svc->write_timeout_ms;
+    else if (!c->req.resp_done)
+        k = TP_T_UP_READ, ms = svc->read_timeout_ms;
+    arm_timer(u->timer, &u->timer_kind, &u->timer_deadline_ms, k, ms, u->progress);
+    u->progress = false;
+}
+
+static bool flush_out(int fd, struct evbuffer *out, bool *progress, bool *failed)
+{
+    while (evbuffer_get_length(out) > 0) {
+        int n = evbuffer_write(out, fd);
+        if (n > 0) {
+            *progress = true;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return false;
+        if (n < 0 && errno == EINTR)
+            continue;
+        *failed = true;
+        return false;
+    }
+    return true;
+}
+
+static void tunnel_relay(struct tp_conn *c)
+{
+    struct tp_upconn *u = c->up;
+    if (!u)
+        return;
+    if (evbuffer_get_length(c->in))
+        evbuffer_add_buffer(u->out, c->in);
+    if (evbuffer_get_length(u->in)) {
+        c->req.bytes_out += evbuffer_get_length(u->in);
+        evbuffer_add_buffer(c->out, u->in);
+    }
+}
+
+/* Move bytes as far as they go. Returns false if the connection was freed. */
+static bool advance(struct tp_conn *c)
+{
+    for (int guard = 0; guard < 64; guard++) {
+        struct tp_request *req = &c->req;
+        switch (c->state) {
+        case TP_CONN_HEAD:
+            if (evbuffer_get_length(c->out) > TP_IO_HIGH_WATER || evbuffer_get_length(c->in) == 0)
+                return true;
+            parse_head(c);
+            if (c->state == TP_CONN_HEAD && !req->resp_done)
+                return true; /* incomplete head */
+            break;
+        case TP_CONN_PROXY:
+            relay_request_body(c);
+            if (c->state != TP_CONN_PROXY)
+                break;
+            if (c->up && !req->resp_head_done)
+                while (c->up && !req->resp_head_done && read_response_head(c))
+                    ;
+            if (c->up && req->resp_head_done && !req->resp_done)
+                relay_response_body(c);
+            if (c->state != TP_CONN_PROXY && c->state != TP_CONN_TUNNEL)
+                break;
+            if (c->state == TP_CONN_TUNNEL) {
+                tunnel_relay(c);
+                return true;
+            }
+            if (c->up && c->up->eof && !req->resp_done) {
+                upstream_eof(c);
+                continue;
+            }
+            if (!req->resp_done)
+                return true;
+            if (!req->req_body_done && !c->up) {
+                /* error answered mid-body: the connection cannot be reused */
+                req->keepalive = false;
+            }
+            if (!req->req_body_done && c->up && !c->peer_closed)
+                req->keepalive = false;
+            finish_request(c);
+            break;
+        case TP_CONN_TUNNEL:
+            tunnel_relay(c);
+            return true;
+        case TP_CONN_CLOSING:
+            return true;
+        }
+        if (c->state == TP_CONN_HEAD && req->resp_done) {
+            /* an error answered in HEAD state (parse failure): finish it */
+            finish_request(c);
+        }
+    }
+    return true;
+}
+
+static void conn_progress(struct tp_conn *c)
+{
+    advance(c);
+    struct tp_request *req = &c->req;
+    bool failed = false;
+    flush_out(c->fd, c->out, &c->progress, &failed);
+    if (failed) {
+        conn_free(c);
+        return;
+    }
+    struct tp_upconn *u = c->up;
+    if (u && u->connected) {
+        bool ufailed = false;
+        flush_out(u->fd, u->out, &u->progress, &ufailed);
+        if (ufailed) {
+            if (c->state == TP_CONN_TUNNEL) {
+                c->state = TP_CONN_CLOSING;
+                up_detach(c, false);
+            } else {
+                upstream_failed(c, false, false);
+                advance(c);
+                flush_out(c->fd, c->out, &c->progress, &failed);
+            }
+            u = c->up;
+        }
+    }
+    size_t out_len = evbuffer_get_length(c->out);
+    if (c->state == TP_CONN_CLOSING && out_len == 0) {
+        conn_free(c);
+        return;
+    }
+    if (c->state == TP_CONN_TUNNEL && (c->peer_closed || (u && u->eof) || !u)) {
+        bool drained = out_len == 0 && (!u || evbuffer_get_length(u->out) == 0);
+        if (drained || !u) {
+            conn_free(c);
+            return;
+        }
+    }
+    if (c->state == TP_CONN_HEAD && c->peer_closed && out_len == 0) {
+        conn_free(c);
+        return;
+    }
+    if (c->state == TP_CONN_PROXY && c->peer_closed && !req->req_body_done) {
+        conn_free(c); /* client went away mid-request */
+        return;
+    }
+    /* interest */
+    size_t up_out = u ? evbuffer_get_length(u->out) : 0;
+    bool want_client_read = false;
+    if (!c->peer_closed) {
+        if (c->state == TP_CONN_HEAD)
+            want_client_read = out_len < TP_IO_HIGH_WATER &&
+                               evbuffer_get_length(c->in) <= limits_of(c)->max_header_bytes + 4;
+        else if (c->state == TP_CONN_PROXY)
+            want_client_read = !req->req_body_done && u && u->connected &&
+                               up_out < TP_IO_HIGH_WATER;
+        else if (c->state == TP_CONN_TUNNEL)
+            want_client_read = u && up_out < TP_IO_HIGH_WATER;
+    }
+    set_read(c->rev, &c->read_on, want_client_read);
+    set_read(c->wev, &c->write_on, out_len > 0);
+    if (u) {
+        bool want_up_read = u->connected && !u->eof && out_len < TP_IO_HIGH_WATER &&
+                            (c->state == TP_CONN_TUNNEL || !req->resp_done);
+        set_read(u->rev, &u->read_on, want_up_read);
+        set_read(u->wev, &u->write_on, !u->connected || up_out > 0);
+        update_upstream_timer(c);
+    }
+    update_client_timer(c);
+}
+
+static void client_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct tp_conn *c = arg;
+    int n = evbuffer_read(c->in, fd, TP_READ_CHUNK);
+    if (n > 0) {
+        c->progress = true;
+        if (c->state == TP_CONN_HEAD)
+            c->got_first_byte = true;
+    } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+        c->peer_closed = true;
+        if (n < 0 && c->state != TP_CONN_PROXY) {
+            conn_free(c);
+            return;
+        }
+    }
+    conn_progress(c);
+}
+
+static void client_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    conn_progress(arg);
+}
+
+static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct tp_conn *c = arg;
+    enum tp_timer_kind k = c->timer_kind;
+    c->timer_kind = TP_T_NONE;
+    if (k == TP_T_HEADER && (c->got_first_byte || evbuffer_get_length(c->in))) {
+        c->req.ws = tp_worker_snap_acquire(c->w);
+        c->req.start_ms = tp_now_ms();
+        c->req.req_body_done = true;
+        respond_error(c, 408, "request header timeout", true);
+        finish_request(c);
+        c->peer_closed = true;
+        conn_progress(c);
+        return;
+    }
+    if (k == TP_T_BODY && !c->req.resp_started) {
+        respond_error(c, 408, "request body timeout", true);
+        c->state = TP_CONN_CLOSING;
+        c->peer_closed = true;
+        conn_progress(c);
+        return;
+    }
+    conn_free(c); /* idle keep-alive, send or tunnel timeout: just close */
+}
+
+void tp_up_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct tp_upconn *u = arg;
+    struct tp_conn *c = u->client;
+    if (!c) {
+        tp_upconn_close(u); /* idle pooled connection closed by the upstream, or noise */
+        return;
+    }
+    int n = evbuffer_read(u->in, fd, TP_READ_CHUNK);
+    if (n > 0) {
+        u->progress = true;
+        if (c->state == TP_CONN_TUNNEL)
+            c->progress = true;
+    } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+        u->eof = true;
+        set_read(u->rev, &u->read_on, false);
+        if (c->state != TP_CONN_TUNNEL && !c->req.resp_head_done) {
+            upstream_failed(c, false, false);
+        } else if (c->state != TP_CONN_TUNNEL) {
+            advance(c); /* relay what is buffered first */
+            if (c->up == u && !c->req.resp_done)
+                upstream_eof(c);
+        }
+    }
+    conn_progress(c);
+}
+
+void tp_up_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct tp_upconn *u = arg;
+    struct tp_conn *c = u->client;
+    if (!c) {
+        tp_upconn_close(u);
+        return;
+    }
+    if (!u->connected) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err != 0) {
+            tp_log(TP_LOG_WARN, "connect to %s failed: %s", c->req.target->addr_text,
+                   strerror(err ? err : errno));
+            upstream_failed(c, true, false);
+            conn_progress(c);
+            return;
+        }
+        u->connected = true;
+        u->progress = true;
+    }
+    conn_progress(c);
+}
+
+void tp_up_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct tp_upconn *u = arg;
+    struct tp_conn *c = u->client;
+    if (!c) {
+        tp_upconn_close(u); /* pool idle timeout */
+        return;
+    }
+    enum tp_timer_kind k = u->timer_kind;
+    u->timer_kind = TP_T_NONE;
+    tp_log(TP_LOG_WARN, "request %s: upstream %s %s timeout", c->req.request_id,
+           c->req.target->addr_text,
+           k == TP_T_UP_CONNECT ? "connect" : k == TP_T_UP_WRITE ? "write" : "read");
+    upstream_failed(c, k == TP_T_UP_CONNECT, true);
+    conn_progress(c);
+}
+
+void tp_conn_accept(struct tp_worker *w, int fd, const struct sockaddr_storage *peer,
+                    uint16_t local_port)
+{
+    struct tp_conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        close(fd);
+        tp_worker_conn_closed(w);
+        return;
+    }
+    c->w = w;
+    c->fd = fd;
+    c->peer = *peer;
+    c->local_port = local_port;
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (peer->ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, ip, sizeof(ip));
+    else if (peer->ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, ip, sizeof(ip));
+    snprintf(c->peer_text, sizeof(c->peer_text), "%s", ip);
+    c->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, client_read_cb, c);
+    c->wev = event_new(w->base, fd, EV_WRITE | EV_PERSIST, client_write_cb, c);
+    c->timer = evtimer_new(w->base, client_timer_cb, c);
+    c->in = evbuffer_new();
+    c->out = evbuffer_new();
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    if (!c->rev || !c->wev || !c->timer || !c->in || !c->out) {
+        conn_free(c);
+        return;
+    }
+    c->state = TP_CONN_HEAD;
+    conn_progress(c);
+}

@@ -1,0 +1,193 @@
+/*
+ * Private to the proxy: the worker, client connection, upstream connection and request state
+ * machine shared by src/event/worker.c, the src/http/proxy files and src/upstream.
+ */
+#ifndef TURNPIKE_PROXY_H
+#define TURNPIKE_PROXY_H
+
+#include "turnpike/http.h"
+#include "turnpike/log.h"
+#include "turnpike/server.h"
+#include "turnpike/snapshot.h"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#define TP_IO_HIGH_WATER (256 * 1024) /* stop reading a side when the other's output exceeds it */
+#define TP_READ_CHUNK (64 * 1024)
+
+/* A snapshot as one worker uses it: counts this worker's requests without atomics. */
+struct tp_wsnap {
+    struct tp_snapshot *snap;
+    unsigned users;          /* requests and connections of this worker holding it */
+    struct tp_wsnap *next;   /* retired list */
+};
+
+struct tp_listener {
+    int fd;
+    uint16_t port;
+    struct event *ev;
+    struct tp_worker *w;
+};
+
+/* Idle keep-alive connections to one upstream address, owned by one worker. */
+struct tp_pool {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    struct tp_upconn *idle;  /* singly linked via next_idle, most recent first */
+    unsigned num_idle;
+    struct tp_pool *next;    /* worker's list of pools */
+};
+
+struct tp_worker {
+    int id;
+    struct tp_server *srv;
+    struct event_base *base;
+    pthread_t thread;
+    int notify_fd;                        /* eventfd: main → worker messages */
+    struct event *notify_ev;
+    _Atomic(struct tp_snapshot *) pending; /* a reference handed over by the main thread */
+    atomic_int stop;                       /* 1 = drain and exit */
+    struct tp_wsnap *cur;                  /* snapshot new requests use */
+    struct tp_wsnap *retired;
+    struct tp_listener *listeners;
+    size_t num_listeners;
+    bool accepting;
+    unsigned num_conns;
+    uint32_t max_conns;
+    struct tp_conn *conns;                 /* doubly linked list of client connections */
+    struct tp_pool *pools;
+    struct tp_http_header *scratch_headers;
+    size_t scratch_cap;
+    struct tp_strbuf access_buf;            /* buffered access-log lines */
+    struct event *flush_ev;
+    int access_fd;                          /* -1 = off */
+    uint64_t rng[2];
+    struct event *grace_ev;
+};
+
+/* Where the client connection is in its life. */
+enum tp_conn_state {
+    TP_CONN_HEAD = 0,   /* waiting for / reading a request head */
+    TP_CONN_PROXY,      /* a request is being proxied */
+    TP_CONN_TUNNEL,     /* after 101: bytes both ways */
+    TP_CONN_CLOSING,    /* flushing the last response, then close */
+};
+
+enum tp_timer_kind {
+    TP_T_NONE = 0,
+    TP_T_HEADER,    /* header_timeout from the first byte */
+    TP_T_IDLE,      /* keepalive_timeout */
+    TP_T_BODY,      /* body_timeout, reset on progress */
+    TP_T_SEND,      /* send_timeout, reset on progress */
+    TP_T_TUNNEL,    /* tunnel_idle_timeout, reset on progress */
+    TP_T_UP_CONNECT,
+    TP_T_UP_READ,
+    TP_T_UP_WRITE,
+    TP_T_POOL_IDLE,
+};
+
+struct tp_upconn {
+    int fd;
+    struct event *rev, *wev, *timer;
+    struct evbuffer *in, *out;
+    struct tp_pool *pool;
+    struct tp_conn *client;       /* NULL while idle in the pool */
+    struct tp_upconn *next_idle;
+    struct tp_worker *w;
+    bool connected;
+    bool reused;                  /* taken from the pool */
+    bool read_on, write_on, eof, progress;
+    enum tp_timer_kind timer_kind;
+    uint64_t timer_deadline_ms;
+};
+
+struct tp_request {
+    struct tp_wsnap *ws;
+    const struct tp_route *route;
+    const struct tp_service *service;
+    struct tp_target *target;
+    struct tp_strbuf head;        /* upstream request head, kept for retries */
+    char *method;                 /* copies for the log */
+    char *path;                   /* normalised path as matched */
+    char *log_ua;
+    char request_id[208];
+    char client_ip[64];           /* as determined through trusted_proxies */
+    uint64_t start_ms, up_start_ms, up_first_byte_ms;
+    int minor_version;
+    int status;                   /* status sent to the client */
+    enum tp_http_framing req_framing;
+    uint64_t req_remaining;       /* LENGTH: body bytes still to read */
+    struct tp_http_chunked req_chunked;
+    enum tp_http_framing resp_framing;
+    uint64_t resp_remaining;
+    struct tp_http_chunked resp_chunked;
+    uint64_t bytes_in, bytes_out, body_in, resp_body_out;
+    int tries;                    /* attempts made */
+    uint64_t tried_mask;
+    bool idempotent, is_head, upgrade, expect_continue, te_trailers;
+    bool keepalive;               /* keep the client connection after this request */
+    bool req_body_done, resp_head_done, resp_done, resp_chunked_out, resp_started;
+    bool up_reusable;
+};
+
+struct tp_conn {
+    struct tp_worker *w;
+    int fd;
+    struct event *rev, *wev, *timer;
+    struct evbuffer *in, *out;
+    struct sockaddr_storage peer;
+    char peer_text[64];
+    uint16_t local_port;
+    enum tp_conn_state state;
+    bool read_on, write_on, got_first_byte, peer_closed, progress, uri_checked;
+    unsigned num_requests;
+    enum tp_timer_kind timer_kind;
+    uint64_t timer_deadline_ms;
+    size_t scan_pos;              /* head: bytes already scanned for the blank line */
+    struct tp_wsnap *ws;          /* held while the connection lives (limits) */
+    struct tp_upconn *up;
+    struct tp_request req;
+    struct tp_conn *prev, *next;
+};
+
+/* worker.c */
+uint64_t tp_now_ms(void);
+struct tp_wsnap *tp_worker_snap_acquire(struct tp_worker *w);
+void tp_worker_snap_release(struct tp_worker *w, struct tp_wsnap *ws);
+void tp_worker_access_log(struct tp_worker *w, const char *line, size_t len);
+void tp_worker_conn_closed(struct tp_worker *w);
+uint64_t tp_worker_random(struct tp_worker *w);
+struct tp_http_header *tp_worker_headers(struct tp_worker *w, size_t n);
+
+/* proxy.c */
+void tp_conn_accept(struct tp_worker *w, int fd, const struct sockaddr_storage *peer,
+                    uint16_t local_port);
+void tp_conn_shutdown(struct tp_conn *c);
+void tp_conn_abort(struct tp_conn *c);
+
+/* proxy_head.c */
+int tp_proxy_build_request_head(struct tp_conn *c, const struct tp_http_message *msg,
+                                const struct tp_router_match *m);
+int tp_proxy_build_response_head(struct tp_conn *c, const struct tp_http_message *msg,
+                                 struct evbuffer *out);
+void tp_proxy_request_id(struct tp_conn *c, const struct tp_http_message *msg);
+void tp_proxy_client_ip(struct tp_conn *c, const struct tp_config *cfg,
+                        const struct tp_http_message *msg, bool *trusted);
+
+/* balancer.c */
+struct tp_target *tp_upstream_pick(struct tp_upstream *u, int worker_id, uint64_t exclude_mask);
+
+/* pool.c */
+struct tp_pool *tp_pool_get(struct tp_worker *w, struct tp_target *t);
+struct tp_upconn *tp_pool_take(struct tp_pool *p);
+void tp_pool_put(struct tp_upconn *u, uint32_t max_idle, uint32_t idle_ms);
+void tp_pool_free_all(struct tp_worker *w);
+void tp_upconn_close(struct tp_upconn *u);
+int tp_upconn_connect(struct tp_worker *w, struct tp_pool *p, struct tp_upconn **out);
+
+#endif

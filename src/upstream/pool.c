@@ -1,0 +1,149 @@
+/*
+ * Upstream connections and the per-worker keep-alive pools. Pools are keyed by the target's
+ * address and owned by the worker, so they survive config reloads; a snapshot's target caches
+ * its pool pointer per worker (slot written only by that worker).
+ */
+#include "http/proxy.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void tp_up_read_cb(evutil_socket_t fd, short what, void *arg);
+void tp_up_write_cb(evutil_socket_t fd, short what, void *arg);
+void tp_up_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+struct tp_pool *tp_pool_get(struct tp_worker *w, struct tp_target *t)
+{
+    if (t->pools[w->id])
+        return t->pools[w->id];
+    struct tp_pool *p;
+    for (p = w->pools; p; p = p->next)
+        if (p->addrlen == t->addrlen && memcmp(&p->addr, &t->addr, t->addrlen) == 0)
+            break;
+    if (!p) {
+        p = calloc(1, sizeof(*p));
+        if (!p)
+            return NULL;
+        memcpy(&p->addr, &t->addr, t->addrlen);
+        p->addrlen = t->addrlen;
+        p->next = w->pools;
+        w->pools = p;
+    }
+    t->pools[w->id] = p;
+    return p;
+}
+
+static void pool_unlink(struct tp_upconn *u)
+{
+    struct tp_pool *p = u->pool;
+    for (struct tp_upconn **pp = &p->idle; *pp; pp = &(*pp)->next_idle) {
+        if (*pp == u) {
+            *pp = u->next_idle;
+            p->num_idle--;
+            break;
+        }
+    }
+    u->next_idle = NULL;
+}
+
+struct tp_upconn *tp_pool_take(struct tp_pool *p)
+{
+    struct tp_upconn *u = p->idle;
+    if (!u)
+        return NULL;
+    p->idle = u->next_idle;
+    p->num_idle--;
+    u->next_idle = NULL;
+    u->reused = true;
+    evtimer_del(u->timer);
+    u->timer_kind = TP_T_NONE;
+    return u;
+}
+
+void tp_upconn_close(struct tp_upconn *u)
+{
+    if (!u)
+        return;
+    if (!u->client && u->pool && u->timer_kind == TP_T_POOL_IDLE)
+        pool_unlink(u);
+    event_free(u->rev);
+    event_free(u->wev);
+    event_free(u->timer);
+    evbuffer_free(u->in);
+    evbuffer_free(u->out);
+    if (u->fd >= 0)
+        close(u->fd);
+    free(u);
+}
+
+void tp_pool_put(struct tp_upconn *u, uint32_t max_idle, uint32_t idle_ms)
+{
+    struct tp_pool *p = u->pool;
+    u->client = NULL;
+    if (p->num_idle >= max_idle || evbuffer_get_length(u->in) || evbuffer_get_length(u->out)) {
+        tp_upconn_close(u);
+        return;
+    }
+    /* idle: watch for the upstream closing (or sending garbage) and for the idle timeout */
+    event_del(u->wev);
+    u->write_on = false;
+    if (!u->read_on) {
+        event_add(u->rev, NULL);
+        u->read_on = true;
+    }
+    struct timeval tv = {idle_ms / 1000, (idle_ms % 1000) * 1000};
+    evtimer_add(u->timer, &tv);
+    u->timer_kind = TP_T_POOL_IDLE;
+    u->next_idle = p->idle;
+    p->idle = u;
+    p->num_idle++;
+}
+
+void tp_pool_free_all(struct tp_worker *w)
+{
+    struct tp_pool *p = w->pools;
+    while (p) {
+        while (p->idle)
+            tp_upconn_close(p->idle);
+        struct tp_pool *next = p->next;
+        free(p);
+        p = next;
+    }
+    w->pools = NULL;
+}
+
+int tp_upconn_connect(struct tp_worker *w, struct tp_pool *p, struct tp_upconn **out)
+{
+    int fd = socket(p->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return TP_EIO;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, (const struct sockaddr *)&p->addr, p->addrlen) < 0 && errno != EINPROGRESS) {
+        close(fd);
+        return TP_EIO;
+    }
+    struct tp_upconn *u = calloc(1, sizeof(*u));
+    if (!u) {
+        close(fd);
+        return TP_ENOMEM;
+    }
+    u->fd = fd;
+    u->w = w;
+    u->pool = p;
+    u->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, tp_up_read_cb, u);
+    u->wev = event_new(w->base, fd, EV_WRITE | EV_PERSIST, tp_up_write_cb, u);
+    u->timer = evtimer_new(w->base, tp_up_timer_cb, u);
+    u->in = evbuffer_new();
+    u->out = evbuffer_new();
+    if (!u->rev || !u->wev || !u->timer || !u->in || !u->out) {
+        tp_upconn_close(u);
+        return TP_ENOMEM;
+    }
+    *out = u;
+    return 0;
+}
