@@ -92,6 +92,7 @@ struct tp_router_match {
     const char *route_name;
     size_t prefix_len;     /* for prefix routes: length of the matched prefix in path (for
                               strip_path); for exact/template/regex: the whole path length */
+    bool is_prefix;        /* the route matched through a prefix path */
     size_t num_captures;   /* template captures ({id}) and PCRE2 named groups */
     struct {
         const char *name;     /* owned by the router */
