@@ -32,6 +32,7 @@
 #define TP_DEFAULT_KEEPALIVE_POOL 64    /* idle upstream connections per worker per target */
 #define TP_DEFAULT_KEEPALIVE_IDLE_MS 60000
 #define TP_DEFAULT_GRACE_MS 10000
+#define TP_DEFAULT_DNS_REFRESH_MS 30000 /* re-resolve target host names this often */
 
 /** Where a value came from, for error messages. */
 struct tp_conf_mark {
@@ -130,6 +131,7 @@ struct tp_config {
     char *error_log;     /* path, "stderr"; default "stderr" */
     enum tp_log_level log_level; /* default notice */
     struct tp_conf_cidr *trusted_proxies; size_t num_trusted_proxies;
+    uint32_t dns_refresh_ms; /* dns_refresh: re-resolve target names; 0 = only on reload */
     struct tp_conf_limits limits;
     struct tp_conf_service *services; size_t num_services;
     struct tp_conf_upstream *upstreams; size_t num_upstreams;

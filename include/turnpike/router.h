@@ -90,9 +90,10 @@ struct tp_router_request {
 struct tp_router_match {
     void *udata;           /* the matched route's tp_route_spec.udata */
     const char *route_name;
-    size_t prefix_len;     /* for prefix routes: length of the matched prefix in path (for
-                              strip_path); for exact/template/regex: the whole path length */
-    bool is_prefix;        /* the route matched through a prefix path */
+    size_t prefix_len;     /* what strip_path removes: for prefix routes the matched prefix
+                              (without a trailing '/'); for exact and template routes the whole
+                              path; for regex routes the end of the match when it starts at 0,
+                              else 0 */
     size_t num_captures;   /* template captures ({id}) and PCRE2 named groups */
     struct {
         const char *name;     /* owned by the router */

@@ -26,6 +26,8 @@ struct tp_target {
     struct sockaddr_storage addr; /* resolved at snapshot build */
     socklen_t addrlen;
     char addr_text[64];           /* "127.0.0.1:9001" */
+    char *host;                   /* as configured; re-resolved unless an IP literal */
+    uint16_t port;
     uint32_t weight;
     atomic_int active;            /* in-flight requests, all workers (least-connections) */
     struct tp_pool **pools;       /* [nworkers]: slot w written only by worker w */
@@ -76,6 +78,15 @@ struct tp_snapshot {
  */
 int tp_snapshot_build(struct tp_config *cfg, int nworkers, FILE *errors,
                       struct tp_snapshot **out);
+
+/**
+ * Resolve again every target that is named by a host name (getaddrinfo: blocking, main thread
+ * only) and say whether any of them no longer resolves to the address the snapshot uses.
+ *
+ * @return 1 if an address changed (the caller rebuilds the snapshot), 0 if none did or a name
+ *         failed to resolve (the old address is kept; a warning is logged).
+ */
+int tp_snapshot_dns_changed(const struct tp_snapshot *s);
 
 /** Take a reference (any thread). */
 void tp_snapshot_ref(struct tp_snapshot *s);

@@ -7,6 +7,7 @@
 #include "turnpike/snapshot.h"
 
 #include <event2/event.h>
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,8 +19,42 @@ struct app {
     struct tp_server *srv;
     struct tp_snapshot *snap; /* the main thread's reference to the live snapshot */
     struct event_base *base;
+    struct event *dns_timer;
+    char *text;               /* the config file as last loaded, for DNS-driven rebuilds */
+    size_t text_len;
     int workers;
 };
+
+/* Read a whole file. Returns 0 or -1 (message on errors). */
+static int read_file(const char *path, FILE *errors, char **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(errors, "%s:1:1: cannot open: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char *buf = NULL;
+    size_t cap = 0, n = 0;
+    for (;;) {
+        if (n == cap) {
+            char *nb = realloc(buf, cap = cap ? cap * 2 : 65536);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return -1;
+            }
+            buf = nb;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        if (r == 0)
+            break;
+        n += r;
+    }
+    fclose(f);
+    *out = buf;
+    *len = n;
+    return 0;
+}
 
 static void usage(FILE *out)
 {
@@ -36,14 +71,68 @@ static void usage(FILE *out)
             "config reference: README.md\n");
 }
 
-/* Load, validate and compile a config. Errors go to `errors` (and the error log on reload). */
-static int build(const char *path, int workers, FILE *errors, struct tp_snapshot **out)
+/* Load, validate and compile a config from text. Errors go to `errors`. */
+static int build_text(const char *path, const char *text, size_t len, int workers, FILE *errors,
+                      struct tp_snapshot **out)
 {
     struct tp_config *cfg = NULL;
-    int rc = tp_config_load(path, errors, &cfg);
+    int rc = tp_config_load_string(path, text, len, errors, &cfg);
     if (rc != 0)
         return rc;
     return tp_snapshot_build(cfg, workers > 0 ? workers : cfg->workers, errors, out);
+}
+
+/* Read the file and build; on success app->text holds the text the snapshot came from. */
+static int build(struct app *app, FILE *errors, struct tp_snapshot **out)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (read_file(app->config_path, errors, &text, &len) != 0)
+        return -1;
+    int rc = build_text(app->config_path, text, len, app->workers, errors, out);
+    if (rc != 0) {
+        free(text);
+        return rc;
+    }
+    free(app->text);
+    app->text = text;
+    app->text_len = len;
+    return 0;
+}
+
+static void arm_dns_timer(struct app *app)
+{
+    uint32_t ms = app->snap->config->dns_refresh_ms;
+    if (!app->dns_timer)
+        return;
+    evtimer_del(app->dns_timer);
+    if (ms) {
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        evtimer_add(app->dns_timer, &tv);
+    }
+}
+
+static void install(struct app *app, struct tp_snapshot *snap)
+{
+    tp_server_publish(app->srv, snap);
+    tp_snapshot_unref(app->snap);
+    app->snap = snap;
+    arm_dns_timer(app);
+}
+
+/* Target names are re-resolved on the main thread (workers never wait for DNS); when an
+ * address moved, the same config text is compiled again and swapped in like a reload. */
+static void on_dns_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct app *app = arg;
+    struct tp_snapshot *snap = NULL;
+    if (tp_snapshot_dns_changed(app->snap) &&
+        build_text(app->config_path, app->text, app->text_len, app->workers, stderr, &snap) == 0) {
+        tp_log(TP_LOG_NOTICE, "target addresses changed: configuration rebuilt");
+        install(app, snap);
+        return;
+    }
+    arm_dns_timer(app);
 }
 
 static void on_reload(evutil_socket_t sig, short what, void *arg)
@@ -53,7 +142,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     size_t len = 0;
     FILE *errs = open_memstream(&text, &len);
     struct tp_snapshot *snap = NULL;
-    int rc = build(app->config_path, app->workers, errs ? errs : stderr, &snap);
+    int rc = build(app, errs ? errs : stderr, &snap);
     if (errs)
         fclose(errs);
     if (rc != 0) {
@@ -76,9 +165,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         tp_log(TP_LOG_WARN, "workers changed in %s: takes effect at the next restart",
                app->config_path);
     tp_log_open(snap->config->error_log, snap->config->log_level);
-    tp_server_publish(app->srv, snap);
-    tp_snapshot_unref(app->snap);
-    app->snap = snap;
+    install(app, snap);
     tp_log(TP_LOG_NOTICE, "configuration reloaded (generation %llu)",
            (unsigned long long)snap->generation);
 }
@@ -128,7 +215,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (build(app.config_path, 0, stderr, &app.snap) != 0) {
+    if (build(&app, stderr, &app.snap) != 0) {
         if (test_only)
             fprintf(stderr, "%s: configuration is invalid\n", app.config_path);
         return 1;
@@ -136,6 +223,7 @@ int main(int argc, char **argv)
     if (test_only) {
         printf("%s: configuration ok\n", app.config_path);
         tp_snapshot_unref(app.snap);
+        free(app.text);
         return 0;
     }
     app.workers = app.snap->nworkers;
@@ -166,6 +254,8 @@ int main(int argc, char **argv)
     };
     for (int i = 0; i < 4; i++)
         event_add(ev[i], NULL);
+    app.dns_timer = evtimer_new(app.base, on_dns_timer, &app);
+    arm_dns_timer(&app);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     tp_log(TP_LOG_NOTICE, "turnpike %s started: %d worker(s), config %s", TP_VERSION,
            app.workers, app.config_path);
@@ -174,6 +264,8 @@ int main(int argc, char **argv)
     tp_server_free(app.srv);
     for (int i = 0; i < 4; i++)
         event_free(ev[i]);
+    event_free(app.dns_timer);
+    free(app.text);
     event_base_free(app.base);
     tp_snapshot_unref(app.snap);
     tp_log(TP_LOG_NOTICE, "stopped");

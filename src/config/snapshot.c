@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 
 static char *dup_printf_hostport(const char *host, uint16_t port, int omit_80)
@@ -47,12 +48,14 @@ static int resolve_target(struct tp_target *t, const char *host, uint16_t port)
 static int init_target(struct tp_target *t, const char *host, uint16_t port, uint32_t weight,
                        int nworkers)
 {
+    t->host = strdup(host);
+    t->port = port;
     t->name = dup_printf_hostport(host, port, 0);
     t->host_header = dup_printf_hostport(host, port, 1);
     t->weight = weight;
     atomic_init(&t->active, 0);
     t->pools = calloc((size_t)nworkers, sizeof(*t->pools));
-    if (!t->name || !t->host_header || !t->pools)
+    if (!t->host || !t->name || !t->host_header || !t->pools)
         return TP_ENOMEM;
     return resolve_target(t, host, port);
 }
@@ -218,6 +221,49 @@ int tp_snapshot_build(struct tp_config *cfg, int nworkers, FILE *errors,
     return 0;
 }
 
+static bool is_ip_literal(const char *host)
+{
+    unsigned char buf[16];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+/* Is t's current address among the addresses its name resolves to now? */
+static int target_moved(const struct tp_target *t)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char portstr[8];
+    snprintf(portstr, sizeof(portstr), "%u", (unsigned)t->port);
+    int rc = getaddrinfo(t->host, portstr, &hints, &res);
+    if (rc != 0 || !res) {
+        tp_log(TP_LOG_WARN, "re-resolving %s: %s; keeping %s", t->name, gai_strerror(rc),
+               t->addr_text);
+        return 0;
+    }
+    int moved = 1;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
+        if (ai->ai_addrlen == t->addrlen && memcmp(ai->ai_addr, &t->addr, t->addrlen) == 0)
+            moved = 0;
+    freeaddrinfo(res);
+    return moved;
+}
+
+int tp_snapshot_dns_changed(const struct tp_snapshot *s)
+{
+    for (size_t i = 0; i < s->num_upstreams; i++) {
+        const struct tp_upstream *u = &s->upstreams[i];
+        for (size_t j = 0; j < u->num_targets; j++) {
+            const struct tp_target *t = &u->targets[j];
+            if (t->host && !is_ip_literal(t->host) && target_moved(t)) {
+                tp_log(TP_LOG_NOTICE, "target %s no longer resolves to %s", t->name,
+                       t->addr_text);
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
 void tp_snapshot_ref(struct tp_snapshot *s)
 {
     atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
@@ -226,6 +272,7 @@ void tp_snapshot_ref(struct tp_snapshot *s)
 static void free_upstream(struct tp_upstream *u)
 {
     for (size_t j = 0; u->targets && j < u->num_targets; j++) {
+        free(u->targets[j].host);
         free(u->targets[j].name);
         free(u->targets[j].host_header);
         free(u->targets[j].pools);

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static void conn_progress(struct tp_conn *c);
@@ -692,7 +693,6 @@ static void parse_head(struct tp_conn *c)
         tp_log(TP_LOG_INFO, "client %s: %d %s", c->peer_text, status, why);
         respond_error(c, status, why, true);
         evbuffer_drain(c->in, len);
-        c->peer_closed = true; /* read nothing more from this client */
         return;
     }
     start_request(c, &msg);
@@ -760,6 +760,9 @@ static void update_client_timer(struct tp_conn *c)
         break;
     case TP_CONN_CLOSING:
         k = TP_T_SEND, ms = lim->send_timeout_ms;
+        break;
+    case TP_CONN_LINGER:
+        k = TP_T_LINGER, ms = TP_LINGER_MS;
         break;
     }
     /* header and idle deadlines count from their start, not from the last byte (B49) */
@@ -865,6 +868,7 @@ static bool advance(struct tp_conn *c)
             tunnel_relay(c);
             return true;
         case TP_CONN_CLOSING:
+        case TP_CONN_LINGER:
             return true;
         }
         if (c->state == TP_CONN_HEAD && req->resp_done) {
@@ -873,6 +877,37 @@ static bool advance(struct tp_conn *c)
         }
     }
     return true;
+}
+
+/*
+ * Read what the socket has into buf without evbuffer_read's FIONREAD ioctl (one syscall per
+ * read saved): reserve up to TP_READ_CHUNK in at most two extents and readv into them.
+ * Returns bytes read, 0 at EOF, -1 with errno set.
+ */
+static int tp_evbuffer_read(struct evbuffer *buf, int fd)
+{
+    struct evbuffer_iovec v[2];
+    int nv = evbuffer_reserve_space(buf, TP_READ_CHUNK, v, 2);
+    if (nv <= 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    ssize_t n;
+    do {
+        n = readv(fd, (struct iovec *)v, nv);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) {
+        evbuffer_commit_space(buf, v, 0);
+        return (int)n;
+    }
+    size_t left = (size_t)n;
+    for (int i = 0; i < nv; i++) {
+        if (v[i].iov_len > left)
+            v[i].iov_len = left;
+        left -= v[i].iov_len;
+    }
+    evbuffer_commit_space(buf, v, nv);
+    return (int)n;
 }
 
 static void conn_progress(struct tp_conn *c)
@@ -902,9 +937,25 @@ static void conn_progress(struct tp_conn *c)
         }
     }
     size_t out_len = evbuffer_get_length(c->out);
+    if (c->state == TP_CONN_LINGER) {
+        evbuffer_drain(c->in, evbuffer_get_length(c->in));
+        if (c->peer_closed) {
+            conn_free(c);
+            return;
+        }
+    }
     if (c->state == TP_CONN_CLOSING && out_len == 0) {
-        conn_free(c);
-        return;
+        if (c->peer_closed) {
+            conn_free(c);
+            return;
+        }
+        /* Lingering close: a close() with unread input would send a RST that can destroy the
+         * response before the client reads it (e.g. a 413 during an upload). Shut our side,
+         * then discard what the client still sends, for at most TP_LINGER_MS. */
+        up_detach(c, false);
+        shutdown(c->fd, SHUT_WR);
+        c->state = TP_CONN_LINGER;
+        evbuffer_drain(c->in, evbuffer_get_length(c->in));
     }
     if (c->state == TP_CONN_TUNNEL && (c->peer_closed || (u && u->eof) || !u)) {
         bool drained = out_len == 0 && (!u || evbuffer_get_length(u->out) == 0);
@@ -921,24 +972,22 @@ static void conn_progress(struct tp_conn *c)
         conn_free(c); /* client went away mid-request */
         return;
     }
-    /* interest */
+    /* interest: keep reads enabled across requests (toggling costs an epoll_ctl each time);
+     * stop only for back-pressure or a full head buffer */
     size_t up_out = u ? evbuffer_get_length(u->out) : 0;
-    bool want_client_read = false;
-    if (!c->peer_closed) {
-        if (c->state == TP_CONN_HEAD)
-            want_client_read = out_len < TP_IO_HIGH_WATER &&
-                               evbuffer_get_length(c->in) <= limits_of(c)->max_header_bytes + 4;
-        else if (c->state == TP_CONN_PROXY)
-            want_client_read = !req->req_body_done && u && u->connected &&
-                               up_out < TP_IO_HIGH_WATER;
-        else if (c->state == TP_CONN_TUNNEL)
-            want_client_read = u && up_out < TP_IO_HIGH_WATER;
-    }
+    size_t in_len = evbuffer_get_length(c->in);
+    bool want_client_read = !c->peer_closed && out_len < TP_IO_HIGH_WATER;
+    if (c->state == TP_CONN_LINGER)
+        want_client_read = !c->peer_closed;
+    else if (c->state == TP_CONN_HEAD)
+        want_client_read = want_client_read && in_len <= limits_of(c)->max_header_bytes + 4;
+    else
+        want_client_read = want_client_read && in_len < TP_IO_HIGH_WATER &&
+                           up_out < TP_IO_HIGH_WATER && c->state != TP_CONN_CLOSING;
     set_read(c->rev, &c->read_on, want_client_read);
     set_read(c->wev, &c->write_on, out_len > 0);
     if (u) {
-        bool want_up_read = u->connected && !u->eof && out_len < TP_IO_HIGH_WATER &&
-                            (c->state == TP_CONN_TUNNEL || !req->resp_done);
+        bool want_up_read = u->connected && !u->eof && out_len < TP_IO_HIGH_WATER;
         set_read(u->rev, &u->read_on, want_up_read);
         set_read(u->wev, &u->write_on, !u->connected || up_out > 0);
         update_upstream_timer(c);
@@ -949,7 +998,7 @@ static void conn_progress(struct tp_conn *c)
 static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct tp_conn *c = arg;
-    int n = evbuffer_read(c->in, fd, TP_READ_CHUNK);
+    int n = tp_evbuffer_read(c->in, fd);
     if (n > 0) {
         c->progress = true;
         if (c->state == TP_CONN_HEAD)
@@ -980,14 +1029,12 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
         c->req.req_body_done = true;
         respond_error(c, 408, "request header timeout", true);
         finish_request(c);
-        c->peer_closed = true;
         conn_progress(c);
         return;
     }
     if (k == TP_T_BODY && !c->req.resp_started) {
         respond_error(c, 408, "request body timeout", true);
         c->state = TP_CONN_CLOSING;
-        c->peer_closed = true;
         conn_progress(c);
         return;
     }
@@ -1002,7 +1049,7 @@ void tp_up_read_cb(evutil_socket_t fd, short what, void *arg)
         tp_upconn_close(u); /* idle pooled connection closed by the upstream, or noise */
         return;
     }
-    int n = evbuffer_read(u->in, fd, TP_READ_CHUNK);
+    int n = tp_evbuffer_read(u->in, fd);
     if (n > 0) {
         u->progress = true;
         if (c->state == TP_CONN_TUNNEL)

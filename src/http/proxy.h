@@ -76,6 +76,7 @@ enum tp_conn_state {
     TP_CONN_PROXY,      /* a request is being proxied */
     TP_CONN_TUNNEL,     /* after 101: bytes both ways */
     TP_CONN_CLOSING,    /* flushing the last response, then close */
+    TP_CONN_LINGER,     /* response sent, write side shut: discard input until EOF or timeout */
 };
 
 enum tp_timer_kind {
@@ -89,7 +90,10 @@ enum tp_timer_kind {
     TP_T_UP_READ,
     TP_T_UP_WRITE,
     TP_T_POOL_IDLE,
+    TP_T_LINGER,    /* lingering close: fixed 2 s */
 };
+
+#define TP_LINGER_MS 2000
 
 struct tp_upconn {
     int fd;

@@ -256,7 +256,7 @@ static struct tp_slice request_path_out(struct tp_conn *c, const struct tp_route
     const char *svc_path = c->req.service->conf->path ? c->req.service->conf->path : "";
     size_t plen = strlen(c->req.path);
     const char *rest = c->req.path;
-    if (rc->strip_path && m->is_prefix && m->prefix_len <= plen)
+    if (rc->strip_path && m->prefix_len <= plen)
         rest += m->prefix_len;
     if (strcmp(svc_path, "/") == 0)
         svc_path = "";

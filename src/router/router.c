@@ -974,7 +974,6 @@ static void set_result(struct match_state *st, const struct route *rt, size_t pr
     st->m->udata = rt->udata;
     st->m->route_name = rt->name;
     st->m->prefix_len = prefix_len;
-    st->m->is_prefix = false;
     st->m->num_captures = 0;
 }
 
@@ -1056,7 +1055,6 @@ static bool try_prefixes(struct match_state *st, const struct node *n, size_t de
                 continue;
             if (route_accepts(st, e->route)) {
                 set_result(st, e->route, end);
-                st->m->is_prefix = true;
                 return true;
             }
         }
@@ -1174,7 +1172,10 @@ static bool try_regexes(struct match_state *st, const struct bucket *b)
         int rc = pcre2_match(e->pat->re, (PCRE2_SPTR)st->path, st->len, 0, 0, md, st->r->mctx);
         if (rc < 0 || !route_accepts(st, e->route))
             continue; /* no match, or a limit hit: treated as no match */
-        set_result(st, e->route, st->len);
+        /* strip_path removes what the regex matched, as Kong does, when it matched from the
+         * start of the path; otherwise nothing is stripped */
+        const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        set_result(st, e->route, ov[0] == 0 ? (size_t)ov[1] : 0);
         regex_captures(st, e->pat, md, rc);
         return true;
     }
