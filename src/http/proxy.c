@@ -74,6 +74,7 @@ static void log_access(struct tp_conn *c)
                strlen(req->client_ip[0] ? req->client_ip : c->peer_text));
     json_field(&b, "method", req->method, req->method ? strlen(req->method) : 0);
     json_field(&b, "path", req->path, req->path ? strlen(req->path) : 0);
+    json_field(&b, "user_agent", req->log_ua, req->log_ua ? strlen(req->log_ua) : 0);
     num_field(&b, "status", (unsigned)req->status);
     num_field(&b, "bytes_received", req->bytes_in);
     num_field(&b, "bytes_sent", req->bytes_out);
@@ -269,6 +270,11 @@ static bool start_request(struct tp_conn *c, const struct tp_http_message *msg)
     req->upgrade = (msg->flags & TP_HTTP_F_CONN_UPGRADE) && (msg->flags & TP_HTTP_F_HAS_UPGRADE);
     req->bytes_in = msg->head_len;
     tp_proxy_request_id(c, msg);
+    int ua = tp_http_header_find(msg, "user-agent", 10, 0);
+    if (ua >= 0) {
+        struct tp_slice v = msg->headers[ua].value;
+        req->log_ua = slice_dup((struct tp_slice){v.ptr, TP_MIN(v.len, 1024)});
+    }
     if (!req->method)
         return respond_error(c, 500, "out of memory", true), false;
     if (msg->path.len == 0 || msg->path.ptr[0] != '/')
