@@ -1,0 +1,641 @@
+/*
+ * turnpike — config loader: services, routes, upstreams and targets (DESIGN.md §1).
+ *
+ * Each entity is one schema table; the custom parsers below check what a table row cannot
+ * (URLs, host patterns, path kinds, method tokens, header/query conditions).
+ */
+#include "config/schema.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* ------------------------------------------------------------------------------------------ */
+/* Shared checks                                                                              */
+
+static void parse_name(struct tp__cfg_ctx *ctx, const char *key, const yaml_node_t *value,
+                       char **out)
+{
+    if (tp__cfg_string(ctx, key, value, out) == 0 && !tp__cfg_valid_name(*out))
+        tp__cfg_error(ctx, value,
+                      "invalid name \"%s\" (use only letters, digits, '.', '_', '~' and '-')",
+                      *out);
+}
+
+/* RFC 9110 §5.6.2 token characters. */
+static bool is_tchar(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static bool is_token(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (!is_tchar(*s))
+            return false;
+    return true;
+}
+
+/* A path that can appear in a request target: no control bytes, spaces, query or fragment. */
+static const char *bad_path_char(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= 0x20 || c == 0x7f)
+            return "contains a space or control character";
+        if (c == '?' || c == '#')
+            return "must not contain a query or fragment";
+    }
+    return NULL;
+}
+
+static bool is_unreserved(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Routes                                                                                     */
+
+/* Exact host or "*.suffix"; lower-cased, one trailing dot removed. */
+static const char *route_host_problem(char *s)
+{
+    size_t len = strlen(s);
+    char *p = s;
+
+    for (size_t i = 0; i < len; i++)
+        s[i] = tp_lower(s[i]);
+    if (len > 1 && s[len - 1] == '.')
+        s[--len] = '\0';
+    if (len >= 2 && s[0] == '*' && s[1] == '.')
+        p = s + 2;
+    if (*p == '\0')
+        return "empty host";
+    for (const char *c = p; *c; c++) {
+        if (*c == ':')
+            return "ports are not allowed";
+        if (*c == '/')
+            return "'/' is not allowed";
+        if (*c == '*')
+            return "'*' is only allowed as the whole first label";
+        if (*c == '.' && (c == p || c[1] == '.' || c[1] == '\0'))
+            return "empty label";
+        if (!(*c >= 'a' && *c <= 'z') && !(*c >= '0' && *c <= '9') && !strchr("-_.", *c))
+            return "invalid character";
+    }
+    return NULL;
+}
+
+static int check_route_host(struct tp__cfg_ctx *ctx, const char *key, const yaml_node_t *node,
+                            char *s)
+{
+    const char *problem = route_host_problem(s);
+
+    if (!problem)
+        return 0;
+    tp__cfg_error(ctx, node, "invalid host \"%s\" in \"%s\": %s", s, key, problem);
+    return -1;
+}
+
+/* "/prefix", "=/exact", "/users/{id}" (template) or "~regex" (compiled by the router). */
+static int check_path(struct tp__cfg_ctx *ctx, const char *key, const yaml_node_t *node, char *s)
+{
+    const char *problem = NULL;
+
+    if (s[0] == '~')
+        problem = s[1] ? NULL : "empty regular expression";
+    else if (s[0] == '/' || (s[0] == '=' && s[1] == '/'))
+        problem = bad_path_char(s, strlen(s));
+    else
+        problem = "must start with \"/\", \"=/\" or \"~\"";
+    if (!problem)
+        return 0;
+    tp__cfg_error(ctx, node, "invalid path \"%s\" in \"%s\": %s", s, key, problem);
+    return -1;
+}
+
+static int check_method(struct tp__cfg_ctx *ctx, const char *key, const yaml_node_t *node,
+                        char *s)
+{
+    if (!is_token(s)) {
+        tp__cfg_error(ctx, node, "invalid method \"%s\" in \"%s\"", s, key);
+        return -1;
+    }
+    for (; *s; s++)
+        if (*s >= 'a' && *s <= 'z')
+            *s = (char)(*s - 'a' + 'A');
+    return 0;
+}
+
+static void parse_route_name(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                             void *obj)
+{
+    parse_name(ctx, key, value, &((struct tp_conf_route *)obj)->name);
+}
+
+static void parse_hosts(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)
+{
+    struct tp_conf_route *r = obj;
+
+    r->hosts = tp__cfg_string_list(ctx, key, value, check_route_host, &r->num_hosts);
+}
+
+static void parse_paths(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)
+{
+    struct tp_conf_route *r = obj;
+
+    r->paths = tp__cfg_string_list(ctx, key, value, check_path, &r->num_paths);
+}
+
+static void parse_methods(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                          void *obj)
+{
+    struct tp_conf_route *r = obj;
+
+    r->methods = tp__cfg_string_list(ctx, key, value, check_method, &r->num_methods);
+}
+
+/* Accepted for Kong compatibility and ignored: turnpike routes serve plain HTTP. */
+static void parse_protocols(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                            void *obj)
+{
+    size_t n = 0;
+    char **v = tp__cfg_string_list(ctx, key, value, NULL, &n);
+    bool http = false, bad = false;
+
+    (void)obj;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] && strcmp(v[i], "http") == 0) {
+            http = true;
+        } else if (v[i] && strcmp(v[i], "https") != 0) {
+            tp__cfg_error(ctx, tp__cfg_item(ctx, value, i),
+                          "unsupported protocol \"%s\" in \"%s\" (only http and https)", v[i], key);
+            bad = true;
+        }
+    }
+    if (!http && !bad && value->type == YAML_SEQUENCE_NODE)
+        tp__cfg_error(ctx, value, "\"%s\" must include \"http\"", key);
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* Name of one header / query condition: a token for headers (lower-cased), any text else. */
+static int check_cond_name(struct tp__cfg_ctx *ctx, const char *key, const yaml_node_t *node,
+                           char *name, bool header)
+{
+    if (header && !is_token(name)) {
+        tp__cfg_error(ctx, node, "invalid header name \"%s\" in \"%s\"", name, key);
+        return -1;
+    }
+    if (!header && (name[0] == '\0' || bad_path_char(name, strlen(name)))) {
+        tp__cfg_error(ctx, node, "invalid query argument name \"%s\" in \"%s\"", name, key);
+        return -1;
+    }
+    for (char *p = name; header && *p; p++)
+        *p = tp_lower(*p);
+    return 0;
+}
+
+static void parse_cond_values(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                              struct tp_conf_cond *c)
+{
+    if (value->type == YAML_SCALAR_NODE && !tp__cfg_is_null(value)) {
+        c->values = calloc(1, sizeof(*c->values));
+        if (!c->values) {
+            tp__cfg_oom(ctx, value);
+            return;
+        }
+        c->num_values = 1;
+        tp__cfg_string(ctx, key, value, &c->values[0]);
+    } else if (value->type == YAML_SEQUENCE_NODE) {
+        c->values = tp__cfg_string_list(ctx, key, value, NULL, &c->num_values);
+        if (c->num_values == 0)
+            tp__cfg_error(ctx, value, "no values for \"%s\" in \"%s\"", c->name, key);
+    } else {
+        tp__cfg_error(ctx, value, "expected a string or a list of strings for \"%s\" in \"%s\"",
+                      c->name, key);
+    }
+}
+
+/* Pair i of `map` into `c`; `seen` holds the names so far (headers compare lower-cased). */
+static void parse_cond(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *map, size_t i,
+                       bool header, struct tp_conf_cond *c, struct tp__cfg_names *seen)
+{
+    yaml_node_t *k = tp__cfg_pair_key(ctx, map, i, key);
+
+    if (!k)
+        return;
+    c->mark = tp__cfg_mark(k);
+    if (tp__cfg_string(ctx, key, k, &c->name) != 0 ||
+        check_cond_name(ctx, key, k, c->name, header) != 0)
+        return;
+    const struct tp__cfg_name *first = tp__cfg_names_add(seen, c->name, c->mark);
+    if (first) {
+        tp__cfg_error(ctx, k, "duplicate %s \"%s\" in \"%s\" (first defined at %d:%d)",
+                      header ? "header" : "query argument", c->name, key, first->mark.line,
+                      first->mark.column);
+        return;
+    }
+    yaml_node_t *value = tp__cfg_node(ctx, map->data.mapping.pairs.start[i].value);
+    if (value)
+        parse_cond_values(ctx, key, value, c);
+}
+
+static struct tp_conf_cond *parse_conds(struct tp__cfg_ctx *ctx, const char *key,
+                                        yaml_node_t *node, bool header, size_t *num)
+{
+    *num = 0;
+    if (node->type != YAML_MAPPING_NODE) {
+        tp__cfg_error(ctx, node, "expected a mapping for \"%s\"", key);
+        return NULL;
+    }
+    size_t n = (size_t)(node->data.mapping.pairs.top - node->data.mapping.pairs.start);
+    if (n == 0)
+        return NULL;
+    struct tp__cfg_names seen;
+    struct tp_conf_cond *conds = calloc(n, sizeof(*conds));
+    if (!conds || tp__cfg_names_init(&seen, n) != 0) {
+        free(conds);
+        tp__cfg_oom(ctx, node);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        parse_cond(ctx, key, node, i, header, &conds[i], &seen);
+    tp__cfg_names_free(&seen);
+    *num = n;
+    return conds;
+}
+
+static void parse_headers(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                          void *obj)
+{
+    struct tp_conf_route *r = obj;
+
+    r->headers = parse_conds(ctx, key, value, true, &r->num_headers);
+}
+
+static void parse_query(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)
+{
+    struct tp_conf_route *r = obj;
+
+    r->query = parse_conds(ctx, key, value, false, &r->num_query);
+}
+
+static const struct tp__cfg_directive route_keys[] = {
+    TP__CFG_CUSTOM_KEY("name", parse_route_name, false),
+    TP__CFG_CUSTOM_KEY("hosts", parse_hosts, false),
+    TP__CFG_CUSTOM_KEY("paths", parse_paths, false),
+    TP__CFG_CUSTOM_KEY("methods", parse_methods, false),
+    TP__CFG_CUSTOM_KEY("headers", parse_headers, false),
+    TP__CFG_CUSTOM_KEY("query", parse_query, false),
+    TP__CFG_INT_KEY("priority", struct tp_conf_route, priority, INT32_MIN, INT32_MAX, 0),
+    TP__CFG_BOOL_KEY("strip_path", struct tp_conf_route, strip_path, true),
+    TP__CFG_BOOL_KEY("preserve_host", struct tp_conf_route, preserve_host, false),
+    TP__CFG_CUSTOM_KEY("protocols", parse_protocols, false),
+};
+
+TP__CFG_TABLE_CHECK(route_keys);
+
+static const struct tp__cfg_schema route_schema = {
+    .what = "route",
+    .keys = route_keys,
+    .num_keys = TP_ARRAY_LEN(route_keys),
+    .size = sizeof(struct tp_conf_route),
+    .mark_offset = offsetof(struct tp_conf_route, mark),
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Service URL: "http://host[:port][/path]"                                                   */
+
+struct url_parts {
+    const char *host;
+    size_t host_len;
+    uint16_t port;
+    const char *path;
+    size_t path_len;
+};
+
+/* Host and port of the authority a[0..len); NULL or a message. */
+static const char *url_authority(const char *a, size_t len, struct url_parts *u)
+{
+    const char *end = a + len, *port = NULL;
+
+    if (memchr(a, '@', len))
+        return "\"url\" must not contain user information";
+    if (len > 0 && a[0] == '[') {
+        const char *close = memchr(a, ']', len);
+        if (!close)
+            return "missing ']' after the IPv6 address in \"url\"";
+        u->host = a + 1;
+        u->host_len = (size_t)(close - u->host);
+        if (!tp__cfg_valid_ipv6(u->host, u->host_len))
+            return "invalid IPv6 address in \"url\"";
+        if (close + 1 < end && close[1] != ':')
+            return "unexpected text after the IPv6 address in \"url\"";
+        port = close + 1 < end ? close + 2 : NULL;
+    } else {
+        const char *colon = memchr(a, ':', len);
+        u->host = a;
+        u->host_len = colon ? (size_t)(colon - a) : len;
+        port = colon ? colon + 1 : NULL;
+        for (size_t i = 0; i < u->host_len; i++)
+            if (!is_unreserved(a[i]))
+                return "invalid character in the host of \"url\"";
+    }
+    if (u->host_len == 0)
+        return "\"url\" has no host";
+    u->port = 80;
+    if (port && tp__cfg_port(port, (size_t)(end - port), &u->port) != 0)
+        return "\"url\" port must be between 1 and 65535";
+    return NULL;
+}
+
+static const char *url_split(const char *url, struct url_parts *u)
+{
+    if (strncasecmp(url, "https://", 8) == 0)
+        return "https upstreams are not supported yet";
+    if (strncasecmp(url, "http://", 7) != 0)
+        return "\"url\" must start with http://";
+    const char *a = url + 7;
+    size_t alen = strcspn(a, "/?#");
+    const char *err = url_authority(a, alen, u);
+    if (err)
+        return err;
+    u->path = a + alen;
+    u->path_len = strlen(u->path);
+    if (bad_path_char(u->path, u->path_len))
+        return "the path of \"url\" must not contain spaces, a query or a fragment";
+    while (u->path_len > 1 && u->path[u->path_len - 1] == '/')
+        u->path_len--;
+    return NULL;
+}
+
+static void parse_url(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)
+{
+    struct tp_conf_service *s = obj;
+    struct url_parts u;
+    const char *err;
+
+    if (tp__cfg_string(ctx, key, value, &s->url) != 0)
+        return;
+    if ((err = url_split(s->url, &u)) != NULL) {
+        tp__cfg_error(ctx, value, "%s", err);
+        return;
+    }
+    free(s->host);
+    free(s->path);
+    s->host = strndup(u.host, u.host_len);
+    s->path = strndup(u.path, u.path_len);
+    s->port = u.port;
+    if (!s->host || !s->path)
+        tp__cfg_oom(ctx, value);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Services                                                                                   */
+
+static void parse_service_name(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                               void *obj)
+{
+    parse_name(ctx, key, value, &((struct tp_conf_service *)obj)->name);
+}
+
+static void parse_protocol(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                           void *obj)
+{
+    char *proto = NULL;
+
+    (void)obj;
+    if (tp__cfg_string(ctx, key, value, &proto) != 0)
+        return;
+    if (strcasecmp(proto, "https") == 0)
+        tp__cfg_error(ctx, value, "https upstreams are not supported yet");
+    else if (strcasecmp(proto, "http") != 0)
+        tp__cfg_error(ctx, value, "\"%s\" must be http", key);
+    free(proto);
+}
+
+/* Kong's `host`: a host name, an IPv4 address, an IPv6 address (no brackets) or an upstream. */
+static void parse_host(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)
+{
+    struct tp_conf_service *s = obj;
+
+    if (tp__cfg_string(ctx, key, value, &s->host) != 0)
+        return;
+    const char *h = s->host;
+    bool ok = h[0] != '\0';
+    if (strchr(h, ':')) {
+        ok = tp__cfg_valid_ipv6(h, strlen(h));
+    } else {
+        for (const char *p = h; *p; p++)
+            ok = ok && is_unreserved(*p);
+    }
+    if (!ok) {
+        tp__cfg_error(ctx, value, "invalid host \"%s\"", h);
+        free(s->host);
+        s->host = NULL;
+    }
+}
+
+static void parse_path(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)
+{
+    struct tp_conf_service *s = obj;
+
+    if (tp__cfg_string(ctx, key, value, &s->path) != 0)
+        return;
+    size_t len = strlen(s->path);
+    if (s->path[0] != '/' || bad_path_char(s->path, len)) {
+        tp__cfg_error(ctx, value,
+                      "\"%s\" must start with '/' and have no spaces, query or fragment", key);
+        return;
+    }
+    while (len > 1 && s->path[len - 1] == '/')
+        s->path[--len] = '\0';
+}
+
+static void parse_routes(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)
+{
+    struct tp_conf_service *s = obj;
+
+    s->routes = tp__cfg_list(ctx, key, value, &route_schema, &s->num_routes);
+}
+
+/* Kong style (protocol/host/port/path): fill the defaults and write the equivalent url. */
+static void build_url(struct tp__cfg_ctx *ctx, yaml_node_t *node, struct tp_conf_service *s)
+{
+    if (s->port == 0)
+        s->port = 80;
+    if (!s->path && !(s->path = strdup(""))) {
+        tp__cfg_oom(ctx, node);
+        return;
+    }
+    if (!s->host)
+        return;
+    bool v6 = strchr(s->host, ':') != NULL;
+    char port[8] = "";
+    if (s->port != 80)
+        snprintf(port, sizeof(port), ":%u", (unsigned)s->port);
+    int n = snprintf(NULL, 0, "http://%s%s%s%s%s", v6 ? "[" : "", s->host, v6 ? "]" : "", port,
+                     s->path);
+    free(s->url);
+    s->url = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (!s->url) {
+        tp__cfg_oom(ctx, node);
+        return;
+    }
+    snprintf(s->url, (size_t)n + 1, "http://%s%s%s%s%s", v6 ? "[" : "", s->host, v6 ? "]" : "",
+             port, s->path);
+}
+
+static void finish_service(struct tp__cfg_ctx *ctx, yaml_node_t *node, void *obj)
+{
+    static const char *const kong_keys[] = {"protocol", "host", "port", "path"};
+    struct tp_conf_service *s = obj;
+
+    if (tp__cfg_lookup(ctx, node, "url")) {
+        for (size_t i = 0; i < TP_ARRAY_LEN(kong_keys); i++) {
+            yaml_node_t *v = tp__cfg_lookup(ctx, node, kong_keys[i]);
+            if (v)
+                tp__cfg_error(ctx, v, "\"%s\" cannot be combined with \"url\"", kong_keys[i]);
+        }
+        return;
+    }
+    if (!tp__cfg_lookup(ctx, node, "host")) {
+        tp__cfg_error(ctx, node, "missing required key \"url\" (or \"host\") in service");
+        return;
+    }
+    build_url(ctx, node, s);
+}
+
+static const struct tp__cfg_directive service_keys[] = {
+    TP__CFG_CUSTOM_KEY("name", parse_service_name, true),
+    TP__CFG_CUSTOM_KEY("url", parse_url, false),
+    TP__CFG_CUSTOM_KEY("protocol", parse_protocol, false),
+    TP__CFG_CUSTOM_KEY("host", parse_host, false),
+    TP__CFG_UINT_KEY("port", struct tp_conf_service, port, 1, 65535, 0),
+    TP__CFG_CUSTOM_KEY("path", parse_path, false),
+    TP__CFG_UINT_KEY("connect_timeout", struct tp_conf_service, connect_timeout_ms, 1,
+                     TP__CFG_MAX_MS, TP_DEFAULT_CONNECT_TIMEOUT_MS),
+    TP__CFG_UINT_KEY("read_timeout", struct tp_conf_service, read_timeout_ms, 1, TP__CFG_MAX_MS,
+                     TP_DEFAULT_READ_TIMEOUT_MS),
+    TP__CFG_UINT_KEY("write_timeout", struct tp_conf_service, write_timeout_ms, 1,
+                     TP__CFG_MAX_MS, TP_DEFAULT_WRITE_TIMEOUT_MS),
+    TP__CFG_INT_KEY("retries", struct tp_conf_service, retries, 0, 100, TP_DEFAULT_RETRIES),
+    TP__CFG_CUSTOM_KEY("routes", parse_routes, false),
+};
+
+TP__CFG_TABLE_CHECK(service_keys);
+
+const struct tp__cfg_schema tp__cfg_service_schema = {
+    .what = "service",
+    .keys = service_keys,
+    .num_keys = TP_ARRAY_LEN(service_keys),
+    .size = sizeof(struct tp_conf_service),
+    .mark_offset = offsetof(struct tp_conf_service, mark),
+    .finish = finish_service,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Upstreams and targets                                                                      */
+
+static void parse_target(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)
+{
+    struct tp_conf_target *t = obj;
+    char *text = NULL;
+    const char *err;
+
+    if (tp__cfg_string(ctx, key, value, &text) != 0)
+        return;
+    free(t->host);
+    if ((err = tp__cfg_hostport(text, false, &t->host, &t->port)) != NULL)
+        tp__cfg_error(ctx, value, "invalid target \"%s\": %s", text, err);
+    free(text);
+}
+
+static const struct tp__cfg_directive target_keys[] = {
+    TP__CFG_CUSTOM_KEY("target", parse_target, true),
+    TP__CFG_UINT_KEY("weight", struct tp_conf_target, weight, 0, 65535, 100),
+};
+
+TP__CFG_TABLE_CHECK(target_keys);
+
+static const struct tp__cfg_schema target_schema = {
+    .what = "target",
+    .keys = target_keys,
+    .num_keys = TP_ARRAY_LEN(target_keys),
+    .size = sizeof(struct tp_conf_target),
+    .mark_offset = offsetof(struct tp_conf_target, mark),
+};
+
+static void parse_upstream_name(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                                void *obj)
+{
+    parse_name(ctx, key, value, &((struct tp_conf_upstream *)obj)->name);
+}
+
+static void parse_algorithm(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                            void *obj)
+{
+    /* Indexed by enum tp_balancer_algorithm. */
+    static const char *const names[] = {"round-robin", "weighted-round-robin",
+                                        "least-connections"};
+    struct tp_conf_upstream *u = obj;
+    int i;
+
+    if (tp__cfg_enum(ctx, key, value, names, TP_ARRAY_LEN(names), &i) == 0)
+        u->algorithm = (enum tp_balancer_algorithm)i;
+}
+
+static void parse_targets(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                          void *obj)
+{
+    struct tp_conf_upstream *u = obj;
+
+    u->targets = tp__cfg_list(ctx, key, value, &target_schema, &u->num_targets);
+}
+
+/* The same host:port twice in one upstream is almost certainly a mistake. */
+static void finish_upstream(struct tp__cfg_ctx *ctx, yaml_node_t *node, void *obj)
+{
+    struct tp_conf_upstream *u = obj;
+
+    (void)node;
+    for (size_t i = 1; i < u->num_targets; i++) {
+        const struct tp_conf_target *t = &u->targets[i];
+        for (size_t j = 0; t->host && j < i; j++) {
+            const struct tp_conf_target *o = &u->targets[j];
+            if (o->host && o->port == t->port && strcmp(o->host, t->host) == 0) {
+                tp__cfg_error_at(ctx, t->mark.line, t->mark.column,
+                                 "duplicate target \"%s\" port %u (first defined at %d:%d)",
+                                 t->host, (unsigned)t->port, o->mark.line, o->mark.column);
+                break;
+            }
+        }
+    }
+}
+
+static const struct tp__cfg_directive upstream_keys[] = {
+    TP__CFG_CUSTOM_KEY("name", parse_upstream_name, true),
+    TP__CFG_CUSTOM_KEY("algorithm", parse_algorithm, false),
+    TP__CFG_CUSTOM_KEY("targets", parse_targets, false),
+    TP__CFG_UINT_KEY("keepalive_pool_size", struct tp_conf_upstream, keepalive_pool, 0, 10000,
+                     TP_DEFAULT_KEEPALIVE_POOL),
+    TP__CFG_UINT_KEY("keepalive_idle_timeout", struct tp_conf_upstream, keepalive_idle_ms, 1,
+                     TP__CFG_MAX_MS, TP_DEFAULT_KEEPALIVE_IDLE_MS),
+};
+
+TP__CFG_TABLE_CHECK(upstream_keys);
+
+const struct tp__cfg_schema tp__cfg_upstream_schema = {
+    .what = "upstream",
+    .keys = upstream_keys,
+    .num_keys = TP_ARRAY_LEN(upstream_keys),
+    .size = sizeof(struct tp_conf_upstream),
+    .mark_offset = offsetof(struct tp_conf_upstream, mark),
+    .finish = finish_upstream,
+};
