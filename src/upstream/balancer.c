@@ -9,15 +9,19 @@ static bool usable(const struct tp_upstream *u, size_t i, uint64_t exclude)
     return u->targets[i].weight > 0 && !(i < 64 && (exclude >> i) & 1);
 }
 
+/* Each skip of an unusable target takes a fresh position, so a disabled or excluded target
+ * does not hand its share to its neighbour (its share spreads over all the others). */
 static struct tp_target *pick_round_robin(struct tp_upstream *u, uint64_t exclude)
 {
     size_t n = u->num_targets;
-    unsigned start = atomic_fetch_add_explicit(&u->rr_next, 1, memory_order_relaxed);
     for (size_t k = 0; k < n; k++) {
-        size_t i = (start + k) % n;
+        size_t i = atomic_fetch_add_explicit(&u->rr_next, 1, memory_order_relaxed) % n;
         if (usable(u, i, exclude))
             return &u->targets[i];
     }
+    for (size_t i = 0; i < n; i++) /* positions raced past every usable one: scan */
+        if (usable(u, i, exclude))
+            return &u->targets[i];
     return NULL;
 }
 
