@@ -229,6 +229,26 @@ static char *slice_dup(struct tp_slice s)
     return p;
 }
 
+/*
+ * True when the Transfer-Encoding fields list exactly one coding, "chunked". We decode the
+ * chunked layer and re-frame the body; another coding before it (gzip, chunked) would be lost
+ * on the way, so such messages are refused instead (501 for requests, 502 for responses).
+ */
+static bool te_is_plain_chunked(const struct tp_http_message *msg)
+{
+    size_t codings = 0;
+    for (int i = tp_http_header_find(msg, "transfer-encoding", 17, 0); i >= 0;
+         i = tp_http_header_find(msg, "transfer-encoding", 17, (size_t)i + 1)) {
+        struct tp_slice v = msg->headers[i].value;
+        for (size_t k = 0; k < v.len; k++)
+            codings += v.ptr[k] == ',';
+        codings++;
+        if (!TP_SLICE_IEQ(v, "chunked"))
+            return false;
+    }
+    return codings == 1;
+}
+
 struct header_ctx {
     const struct tp_http_message *msg;
 };
@@ -316,6 +336,8 @@ static bool start_request(struct tp_conn *c, const struct tp_http_message *msg)
     req->route = m.udata;
     req->service = req->route->service;
 
+    if (msg->framing == TP_HTTP_BODY_CHUNKED && !te_is_plain_chunked(msg))
+        return respond_error(c, 501, "transfer coding not implemented", true), false;
     const struct tp_conf_limits *lim = &cfg->limits;
     if (msg->framing == TP_HTTP_BODY_LENGTH && lim->max_body_bytes &&
         msg->content_length > lim->max_body_bytes)
@@ -559,6 +581,11 @@ static bool read_response_head(struct tp_conn *c)
         evbuffer_drain(u->in, msg.head_len); /* interim responses are not relayed */
         return true;
     }
+    if ((msg.flags & TP_HTTP_F_HAS_TE) && msg.framing != TP_HTTP_BODY_NONE &&
+        !te_is_plain_chunked(&msg)) {
+        respond_error(c, 502, "unsupported transfer coding from upstream", false);
+        return false;
+    }
     if (msg.status == 101 && !req->upgrade) {
         respond_error(c, 502, "unexpected 101 from upstream", false);
         return false;
@@ -665,12 +692,13 @@ static void parse_head(struct tp_conn *c)
 {
     const struct tp_conf_limits *lim = limits_of(c);
     size_t len = evbuffer_get_length(c->in);
-    size_t cap = lim->max_header_bytes + 4;
+    /* enough bytes for the parser to tell a long request line (414) from a big head (431) */
+    size_t cap = TP_MAX(lim->max_header_bytes, lim->max_uri_bytes + 64) + 4;
     size_t n = TP_MIN(len, cap);
     const char *p = (const char *)evbuffer_pullup(c->in, (ssize_t)n);
     if (!head_maybe_complete(c, p, n)) {
         bool check_uri = !c->uri_checked && n > lim->max_uri_bytes + 16;
-        if (n <= lim->max_header_bytes && !check_uri)
+        if (n < cap && n <= lim->max_header_bytes && !check_uri)
             return;
         c->uri_checked = true;
     }

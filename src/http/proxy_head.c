@@ -405,7 +405,10 @@ int tp_proxy_build_response_head(struct tp_conn *c, const struct tp_http_message
     bool bodyless = msg->framing == TP_HTTP_BODY_NONE && msg->status != 204 && msg->status >= 200;
     for (size_t i = 0; i < msg->num_headers; i++) {
         const struct tp_http_header *h = &msg->headers[i];
-        bool keep_framing = bodyless && (TP_SLICE_IEQ(h->name, "content-length") ||
+        /* a bodyless answer keeps the framing fields the GET would have had (B46), but never
+         * both: Transfer-Encoding overrides Content-Length (RFC 9112 §6.3) */
+        bool cl_ok = !(msg->flags & TP_HTTP_F_HAS_TE);
+        bool keep_framing = bodyless && ((cl_ok && TP_SLICE_IEQ(h->name, "content-length")) ||
                                          (TP_SLICE_IEQ(h->name, "transfer-encoding") &&
                                           req->minor_version == 1));
         if (!keep_framing && (is_hop_or_framing(h->name) || named_by_connection(&ct, h->name)))

@@ -21,7 +21,8 @@ Endpoints (matched anywhere at the end of the forwarded path, so any route prefi
   /upgrade-426 | /upgrade-403 | /upgrade-200   refuse an upgrade with that status (B41)
   /conn-count       {"connections": accepted connections so far}
   /bad-cl-abc, /bad-cl-dup, /bad-status, /no-response, /close-delimited, /close-after,
-  /conn-close, /space-before-colon, /cl-and-te, /bad-chunk, /truncated, /resp-hop   broken or unusual upstream
+  /conn-close, /space-before-colon, /cl-and-te, /bad-chunk, /truncated, /resp-hop,
+  /gzip-chunked   broken or unusual upstream
                     responses
 In recorder mode every request is answered with `HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok`.
 """
@@ -522,6 +523,10 @@ class Backend:
             return False
         if path.endswith("/cl-and-te"):
             sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"2\r\nok\r\n0\r\n\r\n")
+            return False
+        if path.endswith("/gzip-chunked"):
+            sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
                          b"2\r\nok\r\n0\r\n\r\n")
             return False
         if path.endswith("/bad-chunk"):

@@ -64,7 +64,7 @@ def test_502_upstream_refused(gw):
 
 
 @pytest.mark.parametrize("path", ["/s/bad-cl-abc", "/s/bad-cl-dup", "/s/bad-status",
-                                  "/s/no-response"])
+                                  "/s/no-response", "/s/gzip-chunked"])
 def test_502_bad_upstream_response(gw, path):
     r = request(gw.port, "GET", path)
     assert_json_error(r, 502)
@@ -130,3 +130,12 @@ def test_upstream_invalid_chunk_is_not_relayed_as_complete(gw):
         except (ConnectionClosed, ValueError, AssertionError, OSError):
             return   # response cut short: the client can tell it is incomplete
         assert_json_error(r, 502)
+
+
+def test_501_request_transfer_coding_other_than_chunked(gw):
+    # the chunked layer is decoded and re-framed; a coding before it would be lost, so refuse
+    responses, closed = send_raw(gw.port, b"POST /s/x HTTP/1.1\r\nHost: example.com\r\n"
+                                          b"Transfer-Encoding: gzip, chunked\r\n\r\n"
+                                          b"2\r\nok\r\n0\r\n\r\n")
+    assert responses, "no response"
+    assert_json_error(responses[0], 501)

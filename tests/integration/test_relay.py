@@ -536,3 +536,18 @@ def test_other_methods_forwarded(e, method):
     with Client(e["dflt"].port) as c:
         r = c.request(method, "/public/m", body=b"abc" if method in ("PATCH", "PUT") else b"")
         assert r.status == 200 and r.json()["method"] == method
+
+
+def test_uri_limit_above_header_limit_still_414(stack):
+    # max_uri_bytes larger than max_header_bytes: a request line longer than the URI limit is
+    # still reported as 414, not 431
+    be = stack.backend("echo")
+    gw = stack.gateway([service("public", be.url, [route("public", ["/public"])])],
+                       limits={"max_header_bytes": 4096, "max_uri_bytes": 8192})
+    responses, _ = send_raw(gw.port, build("GET", "/public/" + "u" * 9000))
+    assert responses
+    assert_json_error(responses[0], 414)
+    responses, _ = send_raw(gw.port, build("GET", "/public/" + "u" * 6000))
+    assert responses
+    assert_json_error(responses[0], 431)
+    assert be.all_requests() == []
