@@ -10,7 +10,7 @@ SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 DEB_BUILD  := build-essential cmake pkg-config libevent-dev libyaml-dev libpcre2-dev
 DEB_TEST   := libcmocka-dev python3-pytest python3-requests python3-websockets \
-              clang libclang-rt-14-dev
+              clang libclang-rt-14-dev libnss-wrapper
 DEB_BENCH  := wrk nginx-light haproxy
 
 .PHONY: all deps deps-test build build-asan run demo-backends test unit integration \

@@ -374,8 +374,9 @@ class _Server(socketserver.ThreadingTCPServer):
 
 
 class Backend:
-    def __init__(self, name="backend", recorder=False, port=0):
+    def __init__(self, name="backend", recorder=False, port=0, host="127.0.0.1"):
         self.name = name
+        self.host = host
         self.recorder = recorder
         self.lock = threading.Lock()
         self.conn_count = 0
@@ -383,7 +384,7 @@ class Backend:
         self.requests = []
         self.errors = []
         self.socks = set()
-        self.server = _Server(("127.0.0.1", port), _Handler)
+        self.server = _Server((host, port), _Handler)
         self.server.backend = self
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                                        daemon=True)
@@ -395,7 +396,7 @@ class Backend:
 
     @property
     def url(self):
-        return "http://127.0.0.1:%d" % self.port
+        return "http://%s:%d" % (self.host, self.port)
 
     def reset(self):
         with self.lock:

@@ -102,8 +102,10 @@ def route(name, paths=None, **kw):
 
 class Gateway:
     def __init__(self, workdir, services, upstreams=None, limits=None, workers=1,
-                 trusted_proxies=None, access_log="file", log_level="info", extra=None):
+                 trusted_proxies=None, access_log="file", log_level="info", extra=None,
+                 env=None):
         os.makedirs(workdir, exist_ok=True)
+        self.env = env
         self.dir = str(workdir)
         self.port = free_port()
         self.config_path = os.path.join(self.dir, "turnpike.yaml")
@@ -158,7 +160,8 @@ class Gateway:
     def start(self, timeout=20.0):
         binary = turnpike_bin()
         assert os.path.exists(binary), "turnpike binary not found: %s (build it first)" % binary
-        self.proc = subprocess.Popen([binary, "-c", self.config_path],
+        env = dict(os.environ, **self.env) if self.env else None
+        self.proc = subprocess.Popen([binary, "-c", self.config_path], env=env,
                                      stdout=open(self.stdout_path, "ab"),
                                      stderr=open(self.stderr_path, "ab"),
                                      stdin=subprocess.DEVNULL)
@@ -246,8 +249,8 @@ class Stack:
         self.backends = []
         self.gateways = []
 
-    def backend(self, name="backend", recorder=False):
-        b = Backend(name, recorder=recorder)
+    def backend(self, name="backend", recorder=False, **kw):
+        b = Backend(name, recorder=recorder, **kw)
         self.backends.append(b)
         return b
 
