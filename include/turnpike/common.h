@@ -69,4 +69,33 @@ static inline int tp_slice_eq_nocase(struct tp_slice a, const char *b, size_t bl
 
 #define TP_SLICE_IEQ(s, lit) tp_slice_eq_nocase((s), (lit), sizeof(lit) - 1)
 
+/** Write v in decimal into buf (at least 20 bytes, not NUL-terminated); returns the length.
+ *  printf-free: heads are built on every request. */
+static inline size_t tp_fmt_u64(char *buf, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/** Write v in lower-case hex into buf (at least 16 bytes); width 0 = no leading zeros, else
+ *  exactly width digits (<= 16). Returns the length. */
+static inline size_t tp_fmt_hex(char *buf, uint64_t v, size_t width)
+{
+    static const char digits[] = "0123456789abcdef";
+    size_t n = width;
+    if (!n)
+        for (uint64_t t = v; n == 0 || t; t >>= 4)
+            n++;
+    for (size_t i = n; i-- > 0; v >>= 4)
+        buf[i] = digits[v & 15];
+    return n;
+}
+
 #endif

@@ -21,6 +21,9 @@ struct tp_strbuf {
     size_t max; /* appends past max fail with TP_ETOOBIG; 0 = 1 MiB */
 };
 
+/** Make room for at least n bytes in total (one allocation instead of a doubling chain).
+ *  Returns 0, TP_ENOMEM or TP_ETOOBIG (n over the cap). */
+int tp_strbuf_reserve(struct tp_strbuf *b, size_t n);
 /** Append len bytes. Returns 0, TP_ENOMEM, or TP_ETOOBIG (buffer unchanged on error). */
 int tp_strbuf_append(struct tp_strbuf *b, const void *p, size_t len);
 /** Append a NUL-terminated string. Same errors as tp_strbuf_append. */

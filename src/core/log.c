@@ -35,6 +35,21 @@ int tp_strbuf_append(struct tp_strbuf *b, const void *p, size_t len)
     return 0;
 }
 
+int tp_strbuf_reserve(struct tp_strbuf *b, size_t n)
+{
+    size_t max = b->max ? b->max : (1u << 20);
+    if (n > max)
+        return TP_ETOOBIG;
+    if (n <= b->cap)
+        return 0;
+    char *np = realloc(b->ptr, n);
+    if (!np)
+        return TP_ENOMEM;
+    b->ptr = np;
+    b->cap = n;
+    return 0;
+}
+
 int tp_strbuf_puts(struct tp_strbuf *b, const char *s)
 {
     return tp_strbuf_append(b, s, strlen(s));

@@ -442,7 +442,11 @@ static void upstream_failed(struct tp_conn *c, bool connect_failure, bool timeou
 
 static void add_chunk_header(struct evbuffer *out, size_t n)
 {
-    evbuffer_add_printf(out, "%zx\r\n", n);
+    char line[20];
+    size_t len = tp_fmt_hex(line, n, 0);
+    line[len++] = '\r';
+    line[len++] = '\n';
+    evbuffer_add(out, line, len);
 }
 
 /*

@@ -159,8 +159,9 @@ void tp_proxy_request_id(struct tp_conn *c, const struct tp_http_message *msg)
         return;
     }
     uint64_t a = tp_worker_random(c->w), b = tp_worker_random(c->w);
-    snprintf(c->req.request_id, sizeof(c->req.request_id), "%016llx%016llx",
-             (unsigned long long)a, (unsigned long long)b);
+    tp_fmt_hex(c->req.request_id, a, 16);
+    tp_fmt_hex(c->req.request_id + 16, b, 16);
+    c->req.request_id[32] = '\0';
 }
 
 static bool addr_in_cidrs(const struct tp_config *cfg, int family, const uint8_t *addr)
@@ -223,7 +224,7 @@ void tp_proxy_client_ip(struct tp_conn *c, const struct tp_config *cfg,
     int fam;
     uint8_t a[16];
     peer_addr(&c->peer, &fam, a);
-    snprintf(c->req.client_ip, sizeof(c->req.client_ip), "%s", c->peer_text);
+    memcpy(c->req.client_ip, c->peer_text, sizeof(c->req.client_ip));
     *trusted = cfg->num_trusted_proxies && addr_in_cidrs(cfg, fam, a);
     if (!*trusted)
         return;
@@ -296,9 +297,8 @@ static int put_forwarded(struct tp_conn *c, struct tp_strbuf *b, const struct tp
     rc = rc ? rc : tp_strbuf_append(b, "\r\n", 2);
     static const char *const names[] = {"X-Forwarded-Proto", "X-Forwarded-Host",
                                         "X-Forwarded-Port"};
-    char port[8];
-    snprintf(port, sizeof(port), "%u", (unsigned)c->local_port);
-    struct tp_slice ours[] = {TP_SLICE_LIT("http"), host, tp_slice_cstr(port)};
+    char port[20];
+    struct tp_slice ours[] = {TP_SLICE_LIT("http"), host, {port, tp_fmt_u64(port, c->local_port)}};
     for (size_t k = 0; k < 3 && rc == 0; k++) {
         int idx = trusted ? tp_http_header_find(msg, names[k], strlen(names[k]), 0) : -1;
         struct tp_slice v = idx >= 0 ? msg->headers[idx].value : ours[k];
@@ -323,6 +323,9 @@ int tp_proxy_build_request_head(struct tp_conn *c, const struct tp_http_message 
     bool trusted;
     b->len = 0;
     b->max = 1u << 20;
+    /* the head is about the size of the client's: one allocation, no doubling chain */
+    if (tp_strbuf_reserve(b, msg->head_len + 512) != 0)
+        return TP_ENOMEM;
     collect_conn_tokens(msg, &ct);
     tp_proxy_client_ip(c, cfg, msg, &trusted);
     struct tp_slice path = request_path_out(c, m, pathbuf, sizeof(pathbuf));
@@ -360,9 +363,8 @@ int tp_proxy_build_request_head(struct tp_conn *c, const struct tp_http_message 
                 rc = PUT_LIT(b, "Upgrade", msg->headers[i].value.ptr, msg->headers[i].value.len);
     }
     if (rc == 0 && msg->framing == TP_HTTP_BODY_LENGTH) {
-        char num[24];
-        int n = snprintf(num, sizeof(num), "%llu", (unsigned long long)msg->content_length);
-        rc = PUT_LIT(b, "Content-Length", num, (size_t)n);
+        char num[20];
+        rc = PUT_LIT(b, "Content-Length", num, tp_fmt_u64(num, msg->content_length));
     } else if (rc == 0 && msg->framing == TP_HTTP_BODY_CHUNKED) {
         rc = tp_strbuf_puts(b, "Transfer-Encoding: chunked\r\n");
     } else if (rc == 0 && (msg->flags & TP_HTTP_F_HAS_CL)) {
@@ -395,7 +397,10 @@ int tp_proxy_build_response_head(struct tp_conn *c, const struct tp_http_message
     size_t before = evbuffer_get_length(out);
     collect_conn_tokens(msg, &ct);
     const char *reason = msg->reason.len ? NULL : tp_http_reason(msg->status);
-    if (evbuffer_add_printf(out, "HTTP/1.1 %d ", msg->status) < 0)
+    char line[32] = "HTTP/1.1 ";
+    size_t n = 9 + tp_fmt_u64(line + 9, (uint64_t)msg->status);
+    line[n++] = ' ';
+    if (evbuffer_add(out, line, n) < 0)
         return TP_ENOMEM;
     if (reason)
         evbuffer_add(out, reason, strlen(reason));
@@ -424,9 +429,9 @@ int tp_proxy_build_response_head(struct tp_conn *c, const struct tp_http_message
                 evb_header(out, "Upgrade", 7, msg->headers[i].value.ptr,
                            msg->headers[i].value.len);
     } else {
+        char num[20];
         if (msg->framing == TP_HTTP_BODY_LENGTH)
-            evbuffer_add_printf(out, "Content-Length: %llu\r\n",
-                                (unsigned long long)msg->content_length);
+            evb_header(out, "Content-Length", 14, num, tp_fmt_u64(num, msg->content_length));
         else if (req->resp_chunked_out)
             evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
         if (!req->keepalive)

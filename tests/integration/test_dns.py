@@ -7,7 +7,7 @@ Samba uses): LD_PRELOAD it and point NSS_WRAPPER_HOSTS at a hosts file the test 
 import os
 import time
 
-from conftest import check_alive, route, service
+from conftest import binary_is_sanitized, check_alive, route, service
 from rawhttp import request
 
 NSS_WRAPPER = "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so"
@@ -16,7 +16,7 @@ NSS_WRAPPER = "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so"
 def write_hosts(path, ip):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        f.write("%s backend.test\n" % ip if ip else "# nothing\n")
+        f.write("%s backend.test\n" % ip if ip else "127.0.0.3 other.test\n")
     os.replace(tmp, path)
 
 
@@ -47,7 +47,10 @@ def test_target_follows_dns_change(stack, tmp_path):
     assert seen == "second", "traffic never moved to the new address"
     assert b"target addresses changed" in gw.read(gw.error_log)
 
-    # a name that stops resolving keeps the last good address
+    # a name that stops resolving keeps the last good address. (Not under ASan: for an unknown
+    # name nss_wrapper falls back to dlopen(libc, RTLD_DEEPBIND), which the ASan runtime aborts.)
+    if binary_is_sanitized():
+        return
     write_hosts(hosts, None)
     time.sleep(0.6)
     for _ in range(5):
