@@ -39,11 +39,13 @@ build-asan: deps-test
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 
 # Starts two demo backends on 127.0.0.1:9001/9002 and turnpike on the example config (port 8000).
+# The backends are stopped however turnpike ends (Ctrl-C, SIGTERM, a bad config).
 run: build
-	@$(PY) examples/demo_backend.py 9001 demo-a & $(PY) examples/demo_backend.py 9002 demo-b & \
-	trap 'kill %1 %2 2>/dev/null' EXIT INT TERM; sleep 0.5; \
-	echo "turnpike on http://localhost:8000 — try: curl localhost:8000/demo/hello"; \
-	$(BUILD)/turnpike -c $(CONFIG)
+	@bash -c '$(PY) examples/demo_backend.py 9001 demo-a & a=$$!; \
+	  $(PY) examples/demo_backend.py 9002 demo-b & b=$$!; \
+	  trap "kill $$a $$b 2>/dev/null" EXIT; trap "exit 0" INT TERM; sleep 0.5; \
+	  echo "turnpike on http://localhost:8000 - try: curl localhost:8000/demo/hello"; \
+	  $(BUILD)/turnpike -c $(CONFIG)'
 
 check-banned:
 	@! grep -nE '\b(sprintf|vsprintf|strcpy|strcat|atoi|atol|strtok|gets)\s*\(' \

@@ -80,7 +80,7 @@ struct tp_conf_service {
     char *url;        /* as written */
     char *host;       /* from url: an upstream name or a host name / IP literal */
     uint16_t port;    /* from url (default 80) */
-    char *path;       /* from url, "" when none; never ends with '/' unless it is "/" */
+    char *path;       /* from url, "" when none; a trailing '/' is kept (as Kong does) */
     uint32_t connect_timeout_ms, read_timeout_ms, write_timeout_ms;
     int retries;
     struct tp_conf_route *routes; size_t num_routes;

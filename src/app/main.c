@@ -11,6 +11,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +50,12 @@ static int read_file(const char *path, FILE *errors, char **out, size_t *len)
         if (r == 0)
             break;
         n += r;
+    }
+    if (ferror(f)) { /* a directory, an I/O error */
+        fprintf(errors, "%s:1:1: cannot read: %s\n", path, strerror(errno));
+        free(buf);
+        fclose(f);
+        return -1;
     }
     fclose(f);
     *out = buf;
@@ -135,6 +142,16 @@ static void on_dns_timer(evutil_socket_t fd, short what, void *arg)
     arm_dns_timer(app);
 }
 
+static bool same_listeners(const struct tp_config *a, const struct tp_config *b)
+{
+    if (a->num_listen != b->num_listen)
+        return false;
+    for (size_t i = 0; i < a->num_listen; i++)
+        if (a->listen[i].port != b->listen[i].port || strcmp(a->listen[i].host, b->listen[i].host))
+            return false;
+    return true;
+}
+
 static void on_reload(evutil_socket_t sig, short what, void *arg)
 {
     struct app *app = arg;
@@ -161,6 +178,9 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         return;
     }
     free(text);
+    if (!same_listeners(snap->config, app->snap->config))
+        tp_log(TP_LOG_WARN, "listen changed in %s: takes effect at the next restart",
+               app->config_path);
     if (snap->config->workers != app->workers)
         tp_log(TP_LOG_WARN, "workers changed in %s: takes effect at the next restart",
                app->config_path);

@@ -370,8 +370,6 @@ static const char *url_split(const char *url, struct url_parts *u)
     u->path_len = strlen(u->path);
     if (bad_path_char(u->path, u->path_len))
         return "the path of \"url\" must not contain spaces, a query or a fragment";
-    while (u->path_len > 1 && u->path[u->path_len - 1] == '/')
-        u->path_len--;
     return NULL;
 }
 
@@ -454,8 +452,6 @@ static void parse_path(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *va
                       "\"%s\" must start with '/' and have no spaces, query or fragment", key);
         return;
     }
-    while (len > 1 && s->path[len - 1] == '/')
-        s->path[--len] = '\0';
 }
 
 static void parse_routes(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)

@@ -243,7 +243,31 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-static int open_listener(const struct tp_conf_listen *l, int *fd_out)
+/*
+ * SO_REUSEPORT would let a second turnpike (or anything else with the option) share the port
+ * silently, splitting traffic with a stale process. Bind once without it first, as NGINX's
+ * plain bind would, so "address already in use" is reported.
+ */
+static int probe_listener(const struct addrinfo *ai, const struct tp_conf_listen *l)
+{
+    int one = 1;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return TP_EIO;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (ai->ai_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    int rc = bind(fd, ai->ai_addr, ai->ai_addrlen);
+    int err = errno;
+    close(fd);
+    if (rc < 0) {
+        tp_log(TP_LOG_ERROR, "listen %s:%u: %s", l->host, l->port, strerror(err));
+        return TP_EIO;
+    }
+    return 0;
+}
+
+static int open_listener(const struct tp_conf_listen *l, bool probe, int *fd_out)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
@@ -252,6 +276,10 @@ static int open_listener(const struct tp_conf_listen *l, int *fd_out)
     int rc = getaddrinfo(l->host, port, &hints, &res);
     if (rc != 0 || !res) {
         tp_log(TP_LOG_ERROR, "listen %s:%u: %s", l->host, l->port, gai_strerror(rc));
+        return TP_EIO;
+    }
+    if (probe && probe_listener(res, l) != 0) {
+        freeaddrinfo(res);
         return TP_EIO;
     }
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -297,7 +325,7 @@ static int worker_init(struct tp_server *srv, struct tp_worker *w, int id,
     event_add(w->notify_ev, NULL);
     for (size_t i = 0; i < cfg->num_listen; i++) {
         struct tp_listener *l = &w->listeners[w->num_listeners];
-        if (open_listener(&cfg->listen[i], &l->fd) != 0)
+        if (open_listener(&cfg->listen[i], id == 0, &l->fd) != 0)
             return TP_EIO;
         w->num_listeners++;
         l->port = cfg->listen[i].port;

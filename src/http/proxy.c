@@ -208,6 +208,7 @@ static void finish_request(struct tp_conn *c)
     c->timer_kind = TP_T_NONE;
     c->num_requests++;
     c->scan_pos = 0;
+    c->line_seen = false;
     c->uri_checked = false;
     c->got_first_byte = evbuffer_get_length(c->in) > 0;
     c->state = keep ? TP_CONN_HEAD : TP_CONN_CLOSING;
@@ -249,9 +250,33 @@ static bool te_is_plain_chunked(const struct tp_http_message *msg)
     return codings == 1;
 }
 
+/*
+ * Only WebSocket upgrades are tunnelled (RFC 6455), and only from HTTP/1.1 (RFC 9110 §7.8: a
+ * server ignores Upgrade in a 1.0 request). Anything else — h2c above all, the known way to
+ * smuggle an HTTP/2 connection past a proxy's routing — is forwarded as an ordinary request
+ * with Upgrade removed.
+ */
+static bool is_websocket_upgrade(const struct tp_http_message *msg)
+{
+    if (msg->minor_version != 1 || !(msg->flags & TP_HTTP_F_CONN_UPGRADE) ||
+        !(msg->flags & TP_HTTP_F_HAS_UPGRADE))
+        return false;
+    int i = tp_http_header_find(msg, "upgrade", 7, 0);
+    return i >= 0 && tp_http_header_find(msg, "upgrade", 7, (size_t)i + 1) < 0 &&
+           TP_SLICE_IEQ(msg->headers[i].value, "websocket");
+}
+
 struct header_ctx {
     const struct tp_http_message *msg;
 };
+
+static bool value_in(struct tp_slice v, const char *const *values, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        if (v.len == strlen(values[k]) && memcmp(v.ptr, values[k], v.len) == 0)
+            return true;
+    return false;
+}
 
 /* Router callback: does the request carry header `name` with one of the values? */
 static int header_has(void *ctx, const char *name, const char *const *values, size_t n)
@@ -260,10 +285,27 @@ static int header_has(void *ctx, const char *name, const char *const *values, si
     size_t nlen = strlen(name);
     for (int i = tp_http_header_find(msg, name, nlen, 0); i >= 0;
          i = tp_http_header_find(msg, name, nlen, (size_t)i + 1)) {
-        for (size_t k = 0; k < n; k++)
-            if (msg->headers[i].value.len == strlen(values[k]) &&
-                memcmp(msg->headers[i].value.ptr, values[k], msg->headers[i].value.len) == 0)
+        struct tp_slice v = msg->headers[i].value;
+        if (value_in(v, values, n))
+            return 1;
+        /* repeated lines equal one comma-joined line (RFC 9110 §5.3): also try each element */
+        const char *p = v.ptr, *end = v.ptr + v.len;
+        if (!memchr(p, ',', v.len))
+            continue;
+        for (;;) {
+            const char *comma = memchr(p, ',', (size_t)(end - p));
+            const char *stop = comma ? comma : end;
+            const char *a = p, *z = stop;
+            while (a < z && (*a == ' ' || *a == '\t'))
+                a++;
+            while (z > a && (z[-1] == ' ' || z[-1] == '\t'))
+                z--;
+            if (value_in((struct tp_slice){a, (size_t)(z - a)}, values, n))
                 return 1;
+            if (!comma)
+                break;
+            p = comma + 1;
+        }
     }
     return 0;
 }
@@ -287,7 +329,7 @@ static bool start_request(struct tp_conn *c, const struct tp_http_message *msg)
     req->req_body_done = msg->framing == TP_HTTP_BODY_NONE;
     req->req_remaining = msg->content_length;
     tp_http_chunked_init(&req->req_chunked);
-    req->upgrade = (msg->flags & TP_HTTP_F_CONN_UPGRADE) && (msg->flags & TP_HTTP_F_HAS_UPGRADE);
+    req->upgrade = is_websocket_upgrade(msg);
     req->bytes_in = msg->head_len;
     tp_proxy_request_id(c, msg);
     int ua = tp_http_header_find(msg, "user-agent", 10, 0);
@@ -425,6 +467,10 @@ static void upstream_failed(struct tp_conn *c, bool connect_failure, bool timeou
             atomic_fetch_sub_explicit(&req->target->active, 1, memory_order_relaxed);
             req->target = next;
             atomic_fetch_add_explicit(&next->active, 1, memory_order_relaxed);
+            if (tp_proxy_retarget_head(c) != 0) { /* Host names the new target */
+                respond_error(c, 500, "out of memory", true);
+                return;
+            }
             connect_upstream(c);
             return;
         }
@@ -537,7 +583,10 @@ static void plan_response(struct tp_conn *c, const struct tp_http_message *msg)
     tp_http_chunked_init(&req->resp_chunked);
     bool up_keep = msg->minor_version == 1 ? !(msg->flags & TP_HTTP_F_CONN_CLOSE)
                                            : !!(msg->flags & TP_HTTP_F_CONN_KEEPALIVE);
-    req->up_reusable = up_keep && msg->framing != TP_HTTP_BODY_UNTIL_CLOSE && !req->upgrade;
+    /* CL with TE is accepted (TE wins, RFC 9112 §6.3) but the connection is not trusted again */
+    bool ambiguous = (msg->flags & TP_HTTP_F_HAS_CL) && (msg->flags & TP_HTTP_F_HAS_TE);
+    req->up_reusable = up_keep && msg->framing != TP_HTTP_BODY_UNTIL_CLOSE && !req->upgrade &&
+                       !ambiguous;
     if (msg->framing == TP_HTTP_BODY_CHUNKED || msg->framing == TP_HTTP_BODY_UNTIL_CLOSE) {
         if (req->minor_version == 1)
             req->resp_chunked_out = true;
@@ -582,6 +631,10 @@ static bool read_response_head(struct tp_conn *c)
     if (!req->up_first_byte_ms)
         req->up_first_byte_ms = tp_now_ms();
     if (msg.status < 200 && msg.status != 101) {
+        if (++req->interim > TP_MAX_INTERIM_RESPONSES) {
+            respond_error(c, 502, "too many interim responses from upstream", false);
+            return false;
+        }
         evbuffer_drain(u->in, msg.head_len); /* interim responses are not relayed */
         return true;
     }
@@ -683,13 +736,22 @@ static void upstream_eof(struct tp_conn *c)
  * header a byte at a time does not make us re-parse the whole head on every read. */
 static bool head_maybe_complete(struct tp_conn *c, const char *p, size_t len)
 {
+    /* the first bytes and the end of the request line are also worth a parse: garbage (a TLS
+     * ClientHello, HTTP/0.9) is refused at once instead of waiting for header_timeout */
+    bool first = c->scan_pos == 0 && !c->line_seen;
     size_t from = c->scan_pos > 2 ? c->scan_pos - 2 : 0;
-    for (size_t i = from; i + 1 < len; i++) {
-        if (p[i] == '\n' && (p[i + 1] == '\n' || (p[i + 1] == '\r' && i + 2 < len)))
+    for (size_t i = from; i < len; i++) {
+        if (p[i] != '\n')
+            continue;
+        if (!c->line_seen) {
+            c->line_seen = true;
+            first = true;
+        }
+        if (i + 1 < len && (p[i + 1] == '\n' || (p[i + 1] == '\r' && i + 2 < len)))
             return true;
     }
     c->scan_pos = len;
-    return false;
+    return first;
 }
 
 static void parse_head(struct tp_conn *c)
@@ -1076,7 +1138,13 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
         conn_progress(c);
         return;
     }
-    conn_free(c); /* idle keep-alive, send or tunnel timeout: just close */
+    if (k == TP_T_SEND || k == TP_T_LINGER) {
+        /* the client stopped reading: reset instead of leaving our unsent bytes (up to the
+         * socket buffer) to the kernel for minutes */
+        struct linger lg = {1, 0};
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    conn_free(c); /* idle keep-alive, send, linger or tunnel timeout: close */
 }
 
 void tp_up_read_cb(evutil_socket_t fd, short what, void *arg)

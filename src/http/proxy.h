@@ -94,6 +94,7 @@ enum tp_timer_kind {
 };
 
 #define TP_LINGER_MS 2000
+#define TP_MAX_INTERIM_RESPONSES 16 /* 1xx answers tolerated before the final one */
 
 struct tp_upconn {
     int fd;
@@ -116,6 +117,8 @@ struct tp_request {
     const struct tp_service *service;
     struct tp_target *target;
     struct tp_strbuf head;        /* upstream request head, kept for retries */
+    size_t host_off, host_len;    /* the Host value inside head (host_len 0: preserve_host) */
+    unsigned interim;             /* 1xx responses skipped so far */
     char *method;                 /* copies for the log */
     char *path;                   /* normalised path as matched */
     char *log_ua;
@@ -148,7 +151,7 @@ struct tp_conn {
     char peer_text[64];
     uint16_t local_port;
     enum tp_conn_state state;
-    bool read_on, write_on, got_first_byte, peer_closed, progress, uri_checked;
+    bool read_on, write_on, got_first_byte, peer_closed, progress, uri_checked, line_seen;
     unsigned num_requests;
     enum tp_timer_kind timer_kind;
     uint64_t timer_deadline_ms;
@@ -180,6 +183,7 @@ int tp_proxy_build_request_head(struct tp_conn *c, const struct tp_http_message 
 int tp_proxy_build_response_head(struct tp_conn *c, const struct tp_http_message *msg,
                                  struct evbuffer *out);
 void tp_proxy_request_id(struct tp_conn *c, const struct tp_http_message *msg);
+int tp_proxy_retarget_head(struct tp_conn *c);
 void tp_proxy_client_ip(struct tp_conn *c, const struct tp_config *cfg,
                         const struct tp_http_message *msg, bool *trusted);
 

@@ -250,25 +250,38 @@ void tp_proxy_client_ip(struct tp_conn *c, const struct tp_config *cfg,
     }
 }
 
+/*
+ * Path sent upstream: the service's url path joined with what is left of the normalised
+ * request path after strip_path (Kong's rules: exactly one '/' at the joint, "/base/" keeps its
+ * slash when nothing is left, and the result is never empty).
+ */
 static struct tp_slice request_path_out(struct tp_conn *c, const struct tp_router_match *m,
                                         char *buf, size_t cap)
 {
     const struct tp_conf_route *rc = c->req.route->conf;
-    const char *svc_path = c->req.service->conf->path ? c->req.service->conf->path : "";
+    const char *svc = c->req.service->conf->path ? c->req.service->conf->path : "";
     size_t plen = strlen(c->req.path);
     const char *rest = c->req.path;
     if (rc->strip_path && m->prefix_len <= plen)
         rest += m->prefix_len;
-    if (strcmp(svc_path, "/") == 0)
-        svc_path = "";
-    size_t slen = strlen(svc_path), rlen = strlen(rest);
-    if (slen + rlen + 1 > cap)
+    size_t slen = strlen(svc), rlen = strlen(rest);
+    if (slen + rlen + 2 > cap)
         return (struct tp_slice){NULL, 0};
-    memcpy(buf, svc_path, slen);
-    memcpy(buf + slen, rest, rlen);
-    if (slen + rlen == 0)
-        buf[rlen++] = '/';
-    return (struct tp_slice){buf, slen + rlen};
+    size_t n = 0;
+    memcpy(buf, svc, slen);
+    n = slen;
+    if (rlen) {
+        bool svc_slash = n > 0 && buf[n - 1] == '/';
+        if (svc_slash && rest[0] == '/')
+            rest++, rlen--;
+        else if (!svc_slash && rest[0] != '/')
+            buf[n++] = '/'; /* a regex stripped mid-segment: keep segments apart */
+        memcpy(buf + n, rest, rlen);
+        n += rlen;
+    }
+    if (n == 0)
+        buf[n++] = '/';
+    return (struct tp_slice){buf, n};
 }
 
 static int put_forwarded(struct tp_conn *c, struct tp_strbuf *b, const struct tp_http_message *msg,
@@ -302,7 +315,8 @@ static int put_forwarded(struct tp_conn *c, struct tp_strbuf *b, const struct tp
     for (size_t k = 0; k < 3 && rc == 0; k++) {
         int idx = trusted ? tp_http_header_find(msg, names[k], strlen(names[k]), 0) : -1;
         struct tp_slice v = idx >= 0 ? msg->headers[idx].value : ours[k];
-        rc = put_header(b, names[k], strlen(names[k]), v.ptr, v.len);
+        if (v.len) /* an HTTP/1.0 request without Host has no X-Forwarded-Host */
+            rc = put_header(b, names[k], strlen(names[k]), v.ptr, v.len);
     }
     rc = rc ? rc : PUT_LIT(b, "X-Real-IP", c->req.client_ip, strlen(c->req.client_ip));
     return rc;
@@ -340,11 +354,14 @@ int tp_proxy_build_request_head(struct tp_conn *c, const struct tp_http_message 
         rc = rc ? rc : tp_strbuf_append(b, msg->query.ptr, msg->query.len);
     }
     rc = rc ? rc : tp_strbuf_puts(b, " HTTP/1.1\r\n");
-    if (req->route->conf->preserve_host && host.len)
+    req->host_off = b->len + 6; /* after "Host: ": a retry on another target rewrites it */
+    if (req->route->conf->preserve_host && host.len) {
         rc = rc ? rc : PUT_LIT(b, "Host", host.ptr, host.len);
-    else
-        rc = rc ? rc : PUT_LIT(b, "Host", req->target->host_header,
-                                strlen(req->target->host_header));
+        req->host_len = 0; /* the client's Host: never rewritten */
+    } else {
+        req->host_len = strlen(req->target->host_header);
+        rc = rc ? rc : PUT_LIT(b, "Host", req->target->host_header, req->host_len);
+    }
     for (size_t i = 0; i < msg->num_headers && rc == 0; i++) {
         const struct tp_http_header *h = &msg->headers[i];
         if (is_hop_or_framing(h->name) || named_by_connection(&ct, h->name))
@@ -374,6 +391,30 @@ int tp_proxy_build_request_head(struct tp_conn *c, const struct tp_http_message 
     rc = rc ? rc : tp_strbuf_puts(b, "Via: 1.1 turnpike\r\n");
     rc = rc ? rc : PUT_LIT(b, "X-Request-ID", req->request_id, strlen(req->request_id));
     return rc ? rc : tp_strbuf_append(b, "\r\n", 2);
+}
+
+/**
+ * Rewrite the Host value of the already built upstream head for another target (a retry).
+ * No-op with preserve_host. Returns 0 or TP_ENOMEM.
+ */
+int tp_proxy_retarget_head(struct tp_conn *c)
+{
+    struct tp_request *req = &c->req;
+    if (req->host_len == 0)
+        return 0;
+    const char *nh = req->target->host_header;
+    size_t nlen = strlen(nh), tail = req->head.len - req->host_off - req->host_len;
+    if (nlen > req->host_len) {
+        int rc = tp_strbuf_reserve(&req->head, req->head.len + nlen - req->host_len);
+        if (rc)
+            return rc;
+    }
+    char *p = req->head.ptr + req->host_off;
+    memmove(p + nlen, p + req->host_len, tail);
+    memcpy(p, nh, nlen);
+    req->head.len = req->host_off + nlen + tail;
+    req->host_len = nlen;
+    return 0;
 }
 
 static int evb_header(struct evbuffer *out, const char *name, size_t nlen, const char *v,

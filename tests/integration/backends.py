@@ -22,7 +22,7 @@ Endpoints (matched anywhere at the end of the forwarded path, so any route prefi
   /conn-count       {"connections": accepted connections so far}
   /bad-cl-abc, /bad-cl-dup, /bad-status, /no-response, /close-delimited, /close-after,
   /conn-close, /space-before-colon, /cl-and-te, /bad-chunk, /truncated, /resp-hop,
-  /gzip-chunked   broken or unusual upstream
+  /gzip-chunked, /interim-flood, /interim-few   broken or unusual upstream
                     responses
 In recorder mode every request is answered with `HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok`.
 """
@@ -526,6 +526,11 @@ class Backend:
             sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n"
                          b"2\r\nok\r\n0\r\n\r\n")
             return False
+        if path.endswith("/interim-flood") or path.endswith("/interim-few"):
+            n = 40 if path.endswith("/interim-flood") else 3
+            sock.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" * n +
+                         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            return True
         if path.endswith("/gzip-chunked"):
             sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
                          b"2\r\nok\r\n0\r\n\r\n")

@@ -126,3 +126,19 @@ def test_all_targets_down_502(stack):
     r = request(gw.port, "GET", "/lb/x")
     assert_json_error(r, 502)
     assert time.monotonic() - t0 < 10
+
+
+def test_retry_sends_the_new_targets_host(stack):
+    # the head is built for the first target; a retry on another one must not carry its Host
+    be = stack.backend("B")
+    dead = dead_port()
+    gw = stack.gateway([service("s", "http://pool", [route("r", ["/lb"])], retries=3)],
+                       upstreams=[{"name": "pool", "algorithm": "round-robin",
+                                   "targets": [{"target": "127.0.0.1:%d" % dead, "weight": 1},
+                                               {"target": "127.0.0.1:%d" % be.port,
+                                                "weight": 1}]}])
+    for _ in range(4):
+        r = request(gw.port, "GET", "/lb/x")
+        assert r.status == 200, r
+        hosts = [v for n, v in r.json()["headers"] if n.lower() == "host"]
+        assert hosts == ["127.0.0.1:%d" % be.port]

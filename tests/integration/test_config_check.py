@@ -159,3 +159,9 @@ def test_start_with_broken_config_fails(tmp_path):
     res = run("-c", path, timeout=20)
     assert res.returncode != 0
     assert error_lines(res, path)[0], res.stderr
+
+
+def test_directory_is_not_a_config(tmp_path):
+    res = run("-t", "-c", str(tmp_path))
+    assert res.returncode != 0
+    assert b"cannot read" in res.stderr

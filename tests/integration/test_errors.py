@@ -139,3 +139,13 @@ def test_501_request_transfer_coding_other_than_chunked(gw):
                                           b"2\r\nok\r\n0\r\n\r\n")
     assert responses, "no response"
     assert_json_error(responses[0], 501)
+
+
+def test_interim_responses_skipped_then_final_relayed(gw):
+    r = request(gw.port, "GET", "/s/interim-few")
+    assert r.status == 200 and r.body == b"ok", r
+
+
+def test_interim_response_flood_502(gw):
+    # an upstream cannot hold a request open forever with 1xx answers
+    assert_json_error(request(gw.port, "GET", "/s/interim-flood"), 502)

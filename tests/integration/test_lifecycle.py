@@ -3,12 +3,13 @@
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import route, service
+from conftest import route, service, turnpike_bin
 from rawhttp import Client, ConnectionClosed, assert_json_error, request
 
 
@@ -189,4 +190,29 @@ def test_in_flight_request_survives_reload_that_removes_its_route(stack):
     assert wait_for(lambda: request(gw.port, "GET", "/gone/x").status == 404, 5)
     t.join(20)
     assert result["r"].status == 200
+    assert request(gw.port, "GET", "/s/x").status == 200
+
+
+def test_second_instance_on_the_same_port_fails(stack, tmp_path):
+    # SO_REUSEPORT must not let a second (possibly stale) gateway share the port silently
+    a = stack.backend("A")
+    gw = stack.gateway([service("s", a.url, [route("r", ["/s"])])])
+    cfg = tmp_path / "second.yaml"
+    text = open(gw.config_path).read().replace(gw.error_log, str(tmp_path / "second.err"))
+    cfg.write_text(text)
+    res = subprocess.run([turnpike_bin(), "-c", str(cfg)], capture_output=True, timeout=20)
+    assert res.returncode == 1, res
+    assert b"Address already in use" in (tmp_path / "second.err").read_bytes()
+    assert request(gw.port, "GET", "/s/x").json()["backend"] == "A"
+
+
+def test_listen_change_on_reload_is_reported(stack):
+    a = stack.backend("A")
+    gw = stack.gateway([service("s", a.url, [route("r", ["/s"])])])
+    old = gw.port
+    gw.port = old + 1 if old < 65535 else old - 1
+    gw.write_config()
+    gw.port = old
+    gw.reload()
+    assert wait_for(lambda: b"listen changed" in gw.read(gw.error_log), 10), gw.logs()
     assert request(gw.port, "GET", "/s/x").status == 200

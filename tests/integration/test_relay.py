@@ -551,3 +551,15 @@ def test_uri_limit_above_header_limit_still_414(stack):
     assert responses
     assert_json_error(responses[0], 431)
     assert be.all_requests() == []
+
+
+@pytest.mark.parametrize("data", [
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 32,   # a TLS ClientHello
+    b"GET /public/x\r\n",                                     # HTTP/0.9
+])
+def test_garbage_refused_without_waiting_for_header_timeout(e, data):
+    t0 = time.monotonic()
+    responses, closed = send_raw(e["dflt"].port, data, timeout=5)
+    assert responses, "no answer"
+    assert_json_error(responses[0], 400)
+    assert time.monotonic() - t0 < 3, "waited for the 10 s header timeout"

@@ -32,6 +32,8 @@ ROUTES = [
     route("nostrip", ["/ns"], strip_path=False),
     route("preserve", ["/ph"], preserve_host=True),
     route("nopreserve", ["/nph"]),
+    route("rx_partial", ["~^/rx/(a|b)"]),
+    route("hdr_list", ["=/hl"], headers={"x-admin": ["1"]}),
 ]
 
 
@@ -48,6 +50,10 @@ def env(mstack):
     services.append(service("svc_base", base.url + "/base", [route("base", ["/b"])]))
     services.append(service("svc_base_nostrip", base.url + "/base",
                             [route("base_nostrip", ["/bn"], strip_path=False)]))
+    services.append(service("svc_base_slash", base.url + "/base/",
+                            [route("base_slash", ["/bs"])]))
+    services.append(service("svc_base_rx", base.url + "/base",
+                            [route("base_rx", ["~^/brx/(a|b)"])]))
     gw = mstack.gateway(services)
     return gw, backends
 
@@ -185,3 +191,29 @@ def test_no_preserve_host_uses_target(env):
     r = call(gw, "/nph/x", host="client.example")
     hosts = [v for n, v in r.json()["headers"] if n.lower() == "host"]
     assert hosts == ["127.0.0.1:%d" % backends["nopreserve"].port]
+
+
+def test_regex_strip_keeps_segments_apart(gw):
+    # strip_path removes what the regex matched; the rest is re-joined with one '/'
+    assert matched(gw, "/rx/abc/d") == ("rx_partial", "/bc/d")
+    assert matched(gw, "/brx/abc/d") == ("base", "/base/bc/d")
+    assert matched(gw, "/rx/a") == ("rx_partial", "/")
+
+
+def test_service_path_trailing_slash_kept(gw):
+    # Kong keeps the url path's trailing slash, and never doubles it
+    assert matched(gw, "/bs") == ("base", "/base/")
+    assert matched(gw, "/bs/x") == ("base", "/base/x")
+
+
+@pytest.mark.parametrize("headers,status", [
+    ([("X-Admin", "1")], 200),
+    ([("X-Admin", "0"), ("X-Admin", "1")], 200),
+    ([("X-Admin", "0, 1")], 200),
+    ([("X-Admin", "0,1")], 200),
+    ([("X-Admin", "0")], 404),
+    ([("X-Admin", "10")], 404),
+])
+def test_header_condition_on_list_values(gw, headers, status):
+    # repeated field lines and one comma-joined line are the same field (RFC 9110 §5.3)
+    assert call(gw, "/hl", headers=headers).status == status

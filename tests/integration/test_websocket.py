@@ -216,3 +216,40 @@ def test_b41_bytes_after_refused_upgrade(wsenv):
             assert r2.status == 200 and r2.json()["path"] == "/ws/next", r2
     finally:
         c.close()
+
+
+def _no_tunnel(port, request):
+    """Send an upgrade request that must be handled as a plain request: returns the response and
+    the headers the upstream saw."""
+    c = Client(port, timeout=10)
+    c.send(request)
+    r = c.read_response()
+    return c, r
+
+
+def test_http10_upgrade_is_ignored(wsenv):
+    # RFC 9110 §7.8: Upgrade in an HTTP/1.0 request is ignored; no tunnel, no Upgrade upstream
+    gw, be = wsenv
+    c, r = _no_tunnel(gw.port, b"GET /ws HTTP/1.0\r\nHost: example.com\r\nConnection: Upgrade\r\n"
+                               b"Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                               b"Sec-WebSocket-Version: 13\r\n\r\n")
+    assert r.status == 200, r
+    names = [n.lower() for n, _ in r.json()["headers"]]
+    assert "upgrade" not in names
+    c.close()
+
+
+@pytest.mark.parametrize("upgrade", [b"h2c", b"websocket, h2c", b"foo"])
+def test_non_websocket_upgrade_is_not_tunnelled(wsenv, upgrade):
+    # h2c through a proxy is the known way to smuggle an HTTP/2 connection past its routing
+    gw, be = wsenv
+    c, r = _no_tunnel(gw.port, b"GET /ws HTTP/1.1\r\nHost: example.com\r\n"
+                               b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: " + upgrade +
+                               b"\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
+    assert r.status == 200, r
+    names = [n.lower() for n, _ in r.json()["headers"]]
+    assert "upgrade" not in names and "http2-settings" not in names
+    # still HTTP: the same connection serves another request
+    c.send(b"GET /ws/again HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    assert c.read_response().status == 200
+    c.close()

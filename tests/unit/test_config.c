@@ -255,7 +255,7 @@ static void check_full_service(const struct tp_conf_service *s)
     assert_string_equal(s->url, "http://users-upstream/v1/");
     assert_string_equal(s->host, "users-upstream");
     assert_int_equal(s->port, 80);
-    assert_string_equal(s->path, "/v1");
+    assert_string_equal(s->path, "/v1/"); /* the trailing slash is kept, as Kong does */
     assert_int_equal(s->connect_timeout_ms, 1000);
     assert_int_equal(s->read_timeout_ms, 2000);
     assert_int_equal(s->write_timeout_ms, 3000);
@@ -635,8 +635,8 @@ static void test_service_urls(void **state)
     } ok[] = {
         {"http://a", "a", "", 80},
         {"http://a/", "a", "/", 80},
-        {"http://a//", "a", "/", 80},
-        {"HTTP://a:8080/v1/x/", "a", "/v1/x", 8080},
+        {"http://a//", "a", "//", 80},
+        {"HTTP://a:8080/v1/x/", "a", "/v1/x/", 8080},
         {"http://[::1]:9000/x", "::1", "/x", 9000},
         {"http://[2001:db8::1]", "2001:db8::1", "", 80},
         {"http://10.1.2.3:65535/{a}", "10.1.2.3", "/{a}", 65535},
@@ -737,10 +737,10 @@ static void test_service_kong_style(void **state)
                                     "upstreams: [{name: pool}]\n");
     const struct tp_conf_service *s = cfg->services;
 
-    assert_string_equal(s[0].url, "http://api.local:8080/v1");
+    assert_string_equal(s[0].url, "http://api.local:8080/v1/");
     assert_string_equal(s[0].host, "api.local");
     assert_int_equal(s[0].port, 8080);
-    assert_string_equal(s[0].path, "/v1");
+    assert_string_equal(s[0].path, "/v1/");
     assert_string_equal(s[1].url, "http://[::1]");
     assert_int_equal(s[1].port, 80);
     assert_string_equal(s[1].path, "");
