@@ -133,6 +133,14 @@ int tp_router_compile(struct tp_router *r);
 int tp_router_match(const struct tp_router *r, const struct tp_router_request *req,
                     struct tp_router_match *m);
 
+/**
+ * Check one route path pattern on its own (the same parser tp_router_add uses), so the config
+ * loader can report a bad regex or template at the position of the path itself.
+ * @param err, errlen  receives the reason on failure
+ * @return 0, TP_EINVAL or TP_ENOMEM.
+ */
+int tp_router_check_path(const char *path, char *err, size_t errlen);
+
 /** Free a router and everything it owns. NULL is ignored. */
 void tp_router_free(struct tp_router *r);
 

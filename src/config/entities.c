@@ -5,6 +5,7 @@
  * (URLs, host patterns, path kinds, method tokens, header/query conditions).
  */
 #include "config/schema.h"
+#include "turnpike/router.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -106,12 +107,16 @@ static int check_path(struct tp__cfg_ctx *ctx, const char *key, const yaml_node_
 {
     const char *problem = NULL;
 
+    char why[192];
     if (s[0] == '~')
         problem = s[1] ? NULL : "empty regular expression";
     else if (s[0] == '/' || (s[0] == '=' && s[1] == '/'))
         problem = bad_path_char(s, strlen(s));
     else
         problem = "must start with \"/\", \"=/\" or \"~\"";
+    /* regex and template syntax: the router's own parser, so errors point at this path */
+    if (!problem && tp_router_check_path(s, why, sizeof(why)) != 0)
+        problem = why;
     if (!problem)
         return 0;
     tp__cfg_error(ctx, node, "invalid path \"%s\" in \"%s\": %s", s, key, problem);

@@ -538,6 +538,17 @@ static int parse_pattern(struct pattern *p, const char *path, char *why, size_t 
     return parse_literal_path(p, path, why, whylen);
 }
 
+int tp_router_check_path(const char *path, char *err, size_t errlen)
+{
+    struct pattern p;
+    memset(&p, 0, sizeof(p));
+    if (errlen)
+        err[0] = '\0';
+    int rc = parse_pattern(&p, path, err, errlen);
+    free_pattern(&p);
+    return rc;
+}
+
 /* Parse every path of the spec into rt->pats (none = the "/" prefix). */
 static int parse_paths(struct route *rt, const struct tp_route_spec *spec, char *err, size_t errlen)
 {

@@ -115,8 +115,12 @@ def test_bad_algorithm(tmp_path):
 
 
 def test_bad_regex(tmp_path):
-    expect_error_at(tmp_path, GOOD.replace('"~^/v[0-9]+$"', '"~^/v[0-9+$"'),
-                    [10, 11])   # the route or the path value
+    # the error points at the path value itself, and every bad path is reported
+    text = GOOD.replace('"~^/v[0-9]+$"', '"~^/v[0-9+$"')
+    expect_error_at(tmp_path, text, 11)
+    path = write(tmp_path, text.replace('"~^/v[0-9+$"', '"~^/v[0-9+$", "/a/{x}{y}"'), "t2.yaml")
+    lines, _ = error_lines(run("-t", "-c", path), path)
+    assert sum("invalid path" in l for l in lines) == 2, lines
 
 
 def test_bad_cidr(tmp_path):
