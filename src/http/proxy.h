@@ -163,39 +163,70 @@ struct tp_conn {
 };
 
 /* worker.c */
+/** Monotonic clock in ms (CLOCK_MONOTONIC). */
 uint64_t tp_now_ms(void);
+/** The worker's current snapshot, counted as one more user (no atomics: worker-local). */
 struct tp_wsnap *tp_worker_snap_acquire(struct tp_worker *w);
+/** Drop one user; the last user of a retired snapshot releases the worker's reference.
+ *  NULL is ignored. */
 void tp_worker_snap_release(struct tp_worker *w, struct tp_wsnap *ws);
+/** Queue one access-log line (bytes copied); written within 20 ms or at 32 KiB. */
 void tp_worker_access_log(struct tp_worker *w, const char *line, size_t len);
+/** A client connection was freed: resume accepting below max_conns, exit when draining. */
 void tp_worker_conn_closed(struct tp_worker *w);
+/** 64 random bits (xorshift128+, seeded from getrandom): ids, not secrets. */
 uint64_t tp_worker_random(struct tp_worker *w);
+/** Worker-owned scratch array of at least n headers for the parser; NULL on ENOMEM.
+ *  Valid until the next call on the same worker. */
 struct tp_http_header *tp_worker_headers(struct tp_worker *w, size_t n);
 
 /* proxy.c */
+/** Take ownership of an accepted, non-blocking client socket fd (closed on any failure).
+ *  The caller has already counted it in w->num_conns. */
 void tp_conn_accept(struct tp_worker *w, int fd, const struct sockaddr_storage *peer,
                     uint16_t local_port);
+/** Graceful stop: close c now if idle, else let its current request finish and close. */
 void tp_conn_shutdown(struct tp_conn *c);
+/** Close c and its upstream connection at once (forced exit). */
 void tp_conn_abort(struct tp_conn *c);
 
-/* proxy_head.c */
+/* proxy_head.c — RFC 9110 §7.6 rewriting; see the file comment */
+/** Build c->req.head, the upstream request head for msg routed by m. 0, TP_ENOMEM, or
+ *  TP_ETOOBIG (path over 16 KiB). */
 int tp_proxy_build_request_head(struct tp_conn *c, const struct tp_http_message *msg,
                                 const struct tp_router_match *m);
+/** Append the client response head for upstream response msg to out. 0 or TP_ENOMEM. */
 int tp_proxy_build_response_head(struct tp_conn *c, const struct tp_http_message *msg,
                                  struct evbuffer *out);
+/** Keep a valid incoming X-Request-ID or generate one into c->req.request_id. msg may be
+ *  NULL (unparseable request). */
 void tp_proxy_request_id(struct tp_conn *c, const struct tp_http_message *msg);
+/** Rewrite the Host value of c->req.head for c->req.target (retry). 0 or TP_ENOMEM. */
 int tp_proxy_retarget_head(struct tp_conn *c);
+/** Decide c->req.client_ip through trusted_proxies; *trusted: the peer is a trusted proxy. */
 void tp_proxy_client_ip(struct tp_conn *c, const struct tp_config *cfg,
                         const struct tp_http_message *msg, bool *trusted);
 
 /* balancer.c */
+/** Pick a target of u for worker worker_id, skipping targets whose index bit (< 64) is set in
+ *  exclude_mask and weight-0 targets. NULL when none is usable. */
 struct tp_target *tp_upstream_pick(struct tp_upstream *u, int worker_id, uint64_t exclude_mask);
 
 /* pool.c */
+/** The worker's pool for t's address (created on first use, cached in t->pools[w->id]).
+ *  NULL on ENOMEM. */
 struct tp_pool *tp_pool_get(struct tp_worker *w, struct tp_target *t);
+/** Pop the most recently used idle connection, or NULL. */
 struct tp_upconn *tp_pool_take(struct tp_pool *p);
+/** Return u to its pool (idle timeout idle_ms), or close it when the pool holds max_idle
+ *  connections or u has unread/unsent bytes. Takes ownership of u. */
 void tp_pool_put(struct tp_upconn *u, uint32_t max_idle, uint32_t idle_ms);
+/** Close every idle connection and free every pool of the worker (exit). */
 void tp_pool_free_all(struct tp_worker *w);
+/** Close u and free it (unlinking it from its pool when idle). NULL is ignored. */
 void tp_upconn_close(struct tp_upconn *u);
+/** Start a non-blocking connect to p's address. 0 and *out (not yet connected), TP_EIO when
+ *  the connect failed at once, TP_ENOMEM. */
 int tp_upconn_connect(struct tp_worker *w, struct tp_pool *p, struct tp_upconn **out);
 
 #endif
