@@ -10,11 +10,11 @@ SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 DEB_BUILD  := build-essential cmake pkg-config libevent-dev libyaml-dev libpcre2-dev
 DEB_TEST   := libcmocka-dev python3-pytest python3-requests python3-websockets \
-              clang libclang-rt-14-dev libnss-wrapper
+              clang libclang-rt-14-dev libnss-wrapper valgrind
 DEB_BENCH  := wrk nginx-light haproxy
 
 .PHONY: all deps deps-test build build-asan run demo-backends test unit integration \
-        integration-asan fuzz-replay fuzz clean check-banned
+        integration-asan fuzz-replay fuzz clean check-banned perf-guard
 
 all: build
 
@@ -62,9 +62,15 @@ integration-asan: build-asan
 	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS)
 	TURNPIKE_BIN=$(ASAN_BUILD)/turnpike TURNPIKE_ASAN=1 $(PY) -m pytest -q tests/integration
 
-# Everything: release build, unit tests and fuzz-corpus replay, integration tests, then the
-# whole suite again on an ASan+UBSan build.
-test: deps-test check-banned unit integration integration-asan
+# CPU instructions per proxied request (callgrind: immune to machine noise) must stay within
+# the committed baseline's margin. Re-baseline with:
+#   $(PY) bench/instructions.py --turnpike $(BUILD)/turnpike --write bench/instructions.baseline
+perf-guard: build
+	$(PY) bench/instructions.py --turnpike $(BUILD)/turnpike --check bench/instructions.baseline
+
+# Everything: release build, unit tests and fuzz-corpus replay, integration tests, the
+# instruction-count guard, then the whole suite again on an ASan+UBSan build.
+test: deps-test check-banned unit integration perf-guard integration-asan
 
 # libFuzzer runs (not part of `make test`; the corpora are replayed by ctest).
 fuzz: deps-test
@@ -75,3 +81,9 @@ fuzz: deps-test
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz
+
+# Side-by-side benchmark against NGINX and HAProxy (installs wrk, nginx-light, haproxy if
+# missing); writes bench/RESULTS.md. Extra options: make bench BENCH_ARGS="--rounds 5".
+.PHONY: bench
+bench: build
+	$(PY) bench/run.py $(BENCH_ARGS)
