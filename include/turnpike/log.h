@@ -24,8 +24,21 @@ struct tp_strbuf {
 /** Make room for at least n bytes in total (one allocation instead of a doubling chain).
  *  Returns 0, TP_ENOMEM or TP_ETOOBIG (n over the cap). */
 int tp_strbuf_reserve(struct tp_strbuf *b, size_t n);
-/** Append len bytes. Returns 0, TP_ENOMEM, or TP_ETOOBIG (buffer unchanged on error). */
-int tp_strbuf_append(struct tp_strbuf *b, const void *p, size_t len);
+/** Slow path of tp_strbuf_append: grow, then append. Same contract. */
+int tp_strbuf_append_grow(struct tp_strbuf *b, const void *p, size_t len);
+
+/** Append len bytes. Returns 0, TP_ENOMEM, or TP_ETOOBIG (buffer unchanged on error).
+ *  Inline: heads are built from many small appends on every request. */
+static inline int tp_strbuf_append(struct tp_strbuf *b, const void *p, size_t len)
+{
+    if (TP_LIKELY(len <= b->cap - b->len)) {
+        if (len)
+            memcpy(b->ptr + b->len, p, len);
+        b->len += len;
+        return 0;
+    }
+    return tp_strbuf_append_grow(b, p, len);
+}
 /** Append a NUL-terminated string. Same errors as tp_strbuf_append. */
 int tp_strbuf_puts(struct tp_strbuf *b, const char *s);
 /** Append an unsigned decimal number. */

@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-int tp_strbuf_append(struct tp_strbuf *b, const void *p, size_t len)
+int tp_strbuf_append_grow(struct tp_strbuf *b, const void *p, size_t len)
 {
     size_t max = b->max ? b->max : (1u << 20);
     if (len > max - b->len || b->len > max)

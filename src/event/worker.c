@@ -34,6 +34,40 @@ uint64_t tp_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+void tp_deadline_set(struct tp_deadline *d, enum tp_timer_kind kind, uint32_t ms)
+{
+    d->kind = kind;
+    d->due_ms = tp_now_ms() + ms;
+    if (d->armed_ms == 0 || d->armed_ms > d->due_ms) {
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        evtimer_add(d->ev, &tv);
+        d->armed_ms = d->due_ms;
+    }
+}
+
+void tp_deadline_clear(struct tp_deadline *d)
+{
+    d->kind = TP_T_NONE;
+}
+
+enum tp_timer_kind tp_deadline_fired(struct tp_deadline *d)
+{
+    d->armed_ms = 0;
+    if (d->kind == TP_T_NONE)
+        return TP_T_NONE;
+    uint64_t now = tp_now_ms();
+    if (now < d->due_ms) {
+        uint64_t left = d->due_ms - now;
+        struct timeval tv = {(time_t)(left / 1000), (suseconds_t)((left % 1000) * 1000)};
+        evtimer_add(d->ev, &tv);
+        d->armed_ms = d->due_ms;
+        return TP_T_NONE;
+    }
+    enum tp_timer_kind k = d->kind;
+    d->kind = TP_T_NONE;
+    return k;
+}
+
 uint64_t tp_worker_random(struct tp_worker *w)
 {
     /* xorshift128+: fast, per worker, seeded from getrandom(2); ids need uniqueness only */
@@ -392,6 +426,7 @@ static void worker_destroy(struct tp_worker *w)
         close(w->notify_fd);
     free(w->scratch_headers);
     tp_strbuf_free(&w->access_buf);
+    tp_strbuf_free(&w->head_scratch);
 }
 
 int tp_server_start(struct tp_snapshot *snap, struct tp_server **out)

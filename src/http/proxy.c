@@ -103,9 +103,7 @@ static void request_reset(struct tp_conn *c)
     if (req->target)
         atomic_fetch_sub_explicit(&req->target->active, 1, memory_order_relaxed);
     tp_worker_snap_release(c->w, req->ws);
-    free(req->method);
-    free(req->path);
-    free(req->log_ua);
+    free(req->strings);
     tp_strbuf_free(&req->head);
     memset(req, 0, sizeof(*req));
 }
@@ -133,7 +131,7 @@ static void conn_free(struct tp_conn *c)
     request_reset(c);
     event_free(c->rev);
     event_free(c->wev);
-    event_free(c->timer);
+    event_free(c->tmo.ev);
     evbuffer_free(c->in);
     evbuffer_free(c->out);
     close(c->fd);
@@ -204,8 +202,7 @@ static void finish_request(struct tp_conn *c)
     bool keep = req->keepalive && req->req_body_done && !c->peer_closed &&
                 !atomic_load(&c->w->stop);
     request_reset(c);
-    evtimer_del(c->timer); /* the next phase arms its own timer from scratch */
-    c->timer_kind = TP_T_NONE;
+    tp_deadline_clear(&c->tmo); /* the next phase sets its own deadline from scratch */
     c->num_requests++;
     c->scan_pos = 0;
     c->line_seen = false;
@@ -218,16 +215,6 @@ static bool method_idempotent(struct tp_slice m)
 {
     return TP_SLICE_IEQ(m, "GET") || TP_SLICE_IEQ(m, "HEAD") || TP_SLICE_IEQ(m, "OPTIONS") ||
            TP_SLICE_IEQ(m, "TRACE") || TP_SLICE_IEQ(m, "PUT") || TP_SLICE_IEQ(m, "DELETE");
-}
-
-static char *slice_dup(struct tp_slice s)
-{
-    char *p = malloc(s.len + 1);
-    if (p) {
-        memcpy(p, s.ptr, s.len);
-        p[s.len] = '\0';
-    }
-    return p;
 }
 
 /*
@@ -320,7 +307,22 @@ static bool start_request(struct tp_conn *c, const struct tp_http_message *msg)
     struct tp_worker *w = c->w;
     const struct tp_config *cfg = req->ws->snap->config;
     req->minor_version = msg->minor_version;
-    req->method = slice_dup(msg->method);
+    /* method, normalised path and User-Agent (for the log) share one allocation */
+    int ua = tp_http_header_find(msg, "user-agent", 10, 0);
+    size_t ualen = ua >= 0 ? TP_MIN(msg->headers[ua].value.len, 1024) : 0;
+    req->strings = malloc(msg->method.len + msg->path.len + ualen + 3);
+    if (!req->strings)
+        return respond_error(c, 500, "out of memory", true), false;
+    req->method = req->strings;
+    memcpy(req->method, msg->method.ptr, msg->method.len);
+    req->method[msg->method.len] = '\0';
+    req->path = req->method + msg->method.len + 1;
+    req->path[0] = '\0';
+    if (ua >= 0) {
+        req->log_ua = req->path + msg->path.len + 1;
+        memcpy(req->log_ua, msg->headers[ua].value.ptr, ualen);
+        req->log_ua[ualen] = '\0';
+    }
     req->is_head = TP_SLICE_IEQ(msg->method, "HEAD");
     req->idempotent = method_idempotent(msg->method);
     req->keepalive = msg->minor_version == 1 ? !(msg->flags & TP_HTTP_F_CONN_CLOSE)
@@ -332,21 +334,11 @@ static bool start_request(struct tp_conn *c, const struct tp_http_message *msg)
     req->upgrade = is_websocket_upgrade(msg);
     req->bytes_in = msg->head_len;
     tp_proxy_request_id(c, msg);
-    int ua = tp_http_header_find(msg, "user-agent", 10, 0);
-    if (ua >= 0) {
-        struct tp_slice v = msg->headers[ua].value;
-        req->log_ua = slice_dup((struct tp_slice){v.ptr, TP_MIN(v.len, 1024)});
-    }
-    if (!req->method)
-        return respond_error(c, 500, "out of memory", true), false;
     if (msg->path.len == 0 || msg->path.ptr[0] != '/')
         return respond_error(c, 400, "unsupported request target", true), false;
 
     /* normalise before anything looks at the path (CASES.md B13–B17) */
-    req->path = malloc(msg->path.len + 1);
     size_t plen = 0;
-    if (!req->path)
-        return respond_error(c, 500, "out of memory", true), false;
     if (tp_path_normalize(msg->path.ptr, msg->path.len, req->path, &plen, 0) != 0) {
         memcpy(req->path, msg->path.ptr, msg->path.len);
         req->path[msg->path.len] = '\0';
@@ -740,15 +732,15 @@ static bool head_maybe_complete(struct tp_conn *c, const char *p, size_t len)
      * ClientHello, HTTP/0.9) is refused at once instead of waiting for header_timeout */
     bool first = c->scan_pos == 0 && !c->line_seen;
     size_t from = c->scan_pos > 2 ? c->scan_pos - 2 : 0;
-    for (size_t i = from; i < len; i++) {
-        if (p[i] != '\n')
-            continue;
+    const char *q = p + from, *end = p + len;
+    while ((q = memchr(q, '\n', (size_t)(end - q))) != NULL) {
         if (!c->line_seen) {
             c->line_seen = true;
             first = true;
         }
-        if (i + 1 < len && (p[i + 1] == '\n' || (p[i + 1] == '\r' && i + 2 < len)))
+        if (q + 1 < end && (q[1] == '\n' || (q[1] == '\r' && q + 2 < end)))
             return true;
+        q++;
     }
     c->scan_pos = len;
     return first;
@@ -813,24 +805,13 @@ static void set_read(struct event *ev, bool *on, bool want)
     *on = want;
 }
 
-static void arm_timer(struct event *timer, enum tp_timer_kind *cur, uint64_t *deadline,
-                      enum tp_timer_kind kind, uint32_t ms, bool reset)
+/* Set the deadline for `kind`: unchanged while the kind stays and `reset` is false. */
+static void arm_timer(struct tp_deadline *d, enum tp_timer_kind kind, uint32_t ms, bool reset)
 {
-    if (kind == TP_T_NONE) {
-        if (*cur != TP_T_NONE)
-            evtimer_del(timer);
-        *cur = TP_T_NONE;
-        return;
-    }
-    if (kind == *cur && !reset)
-        return;
-    uint64_t now = tp_now_ms();
-    if (kind == *cur && reset && *deadline > now + ms - TP_MIN(ms, 50u))
-        return; /* re-arming more often than every 50 ms buys nothing */
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    evtimer_add(timer, &tv);
-    *cur = kind;
-    *deadline = now + ms;
+    if (kind == TP_T_NONE)
+        tp_deadline_clear(d);
+    else if (kind != d->kind || reset)
+        tp_deadline_set(d, kind, ms);
 }
 
 static void update_client_timer(struct tp_conn *c)
@@ -867,7 +848,7 @@ static void update_client_timer(struct tp_conn *c)
     }
     /* header and idle deadlines count from their start, not from the last byte (B49) */
     bool resettable = k == TP_T_BODY || k == TP_T_SEND || k == TP_T_TUNNEL;
-    arm_timer(c->timer, &c->timer_kind, &c->timer_deadline_ms, k, ms, resettable && c->progress);
+    arm_timer(&c->tmo, k, ms, resettable && c->progress);
     c->progress = false;
 }
 
@@ -887,7 +868,7 @@ static void update_upstream_timer(struct tp_conn *c)
         k = TP_T_UP_WRITE, ms = svc->write_timeout_ms;
     else if (!c->req.resp_done)
         k = TP_T_UP_READ, ms = svc->read_timeout_ms;
-    arm_timer(u->timer, &u->timer_kind, &u->timer_deadline_ms, k, ms, u->progress);
+    arm_timer(&u->tmo, k, ms, u->progress);
     u->progress = false;
 }
 
@@ -984,10 +965,13 @@ static bool advance(struct tp_conn *c)
  * read saved): reserve up to TP_READ_CHUNK in at most two extents and readv into them.
  * Returns bytes read, 0 at EOF, -1 with errno set.
  */
-static int tp_evbuffer_read(struct evbuffer *buf, int fd)
+static int tp_evbuffer_read(struct evbuffer *buf, int fd, uint32_t *hint)
 {
+    /* adaptive size: 16 KiB chunks for requests and small answers (a 64 KiB chunk per read is
+     * a large malloc/free pair per request), 64 KiB once a read fills its reservation */
+    uint32_t want = *hint ? *hint : 16384;
     struct evbuffer_iovec v[2];
-    int nv = evbuffer_reserve_space(buf, TP_READ_CHUNK, v, 2);
+    int nv = evbuffer_reserve_space(buf, want, v, 2);
     if (nv <= 0) {
         errno = ENOMEM;
         return -1;
@@ -1000,6 +984,7 @@ static int tp_evbuffer_read(struct evbuffer *buf, int fd)
         evbuffer_commit_space(buf, v, 0);
         return (int)n;
     }
+    *hint = (size_t)n >= want ? TP_READ_CHUNK : (n < 4096 ? 16384 : want);
     size_t left = (size_t)n;
     for (int i = 0; i < nv; i++) {
         if (v[i].iov_len > left)
@@ -1098,7 +1083,7 @@ static void conn_progress(struct tp_conn *c)
 static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct tp_conn *c = arg;
-    int n = tp_evbuffer_read(c->in, fd);
+    int n = tp_evbuffer_read(c->in, fd, &c->read_hint);
     if (n > 0) {
         c->progress = true;
         if (c->state == TP_CONN_HEAD)
@@ -1121,8 +1106,9 @@ static void client_write_cb(evutil_socket_t fd, short what, void *arg)
 static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct tp_conn *c = arg;
-    enum tp_timer_kind k = c->timer_kind;
-    c->timer_kind = TP_T_NONE;
+    enum tp_timer_kind k = tp_deadline_fired(&c->tmo);
+    if (k == TP_T_NONE)
+        return;
     if (k == TP_T_HEADER && (c->got_first_byte || evbuffer_get_length(c->in))) {
         c->req.ws = tp_worker_snap_acquire(c->w);
         c->req.start_ms = tp_now_ms();
@@ -1155,7 +1141,7 @@ void tp_up_read_cb(evutil_socket_t fd, short what, void *arg)
         tp_upconn_close(u); /* idle pooled connection closed by the upstream, or noise */
         return;
     }
-    int n = tp_evbuffer_read(u->in, fd);
+    int n = tp_evbuffer_read(u->in, fd, &u->read_hint);
     if (n > 0) {
         u->progress = true;
         if (c->state == TP_CONN_TUNNEL)
@@ -1202,12 +1188,13 @@ void tp_up_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct tp_upconn *u = arg;
     struct tp_conn *c = u->client;
+    enum tp_timer_kind k = u->tmo.kind;
+    if (tp_deadline_fired(&u->tmo) == TP_T_NONE)
+        return;
     if (!c) {
         tp_upconn_close(u); /* pool idle timeout */
         return;
     }
-    enum tp_timer_kind k = u->timer_kind;
-    u->timer_kind = TP_T_NONE;
     tp_log(TP_LOG_WARN, "request %s: upstream %s %s timeout", c->req.request_id,
            c->req.target->addr_text,
            k == TP_T_UP_CONNECT ? "connect" : k == TP_T_UP_WRITE ? "write" : "read");
@@ -1236,14 +1223,14 @@ void tp_conn_accept(struct tp_worker *w, int fd, const struct sockaddr_storage *
     snprintf(c->peer_text, sizeof(c->peer_text), "%s", ip);
     c->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, client_read_cb, c);
     c->wev = event_new(w->base, fd, EV_WRITE | EV_PERSIST, client_write_cb, c);
-    c->timer = evtimer_new(w->base, client_timer_cb, c);
+    c->tmo.ev = evtimer_new(w->base, client_timer_cb, c);
     c->in = evbuffer_new();
     c->out = evbuffer_new();
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;
     w->conns = c;
-    if (!c->rev || !c->wev || !c->timer || !c->in || !c->out) {
+    if (!c->rev || !c->wev || !c->tmo.ev || !c->in || !c->out) {
         conn_free(c);
         return;
     }

@@ -64,6 +64,7 @@ struct tp_worker {
     struct tp_http_header *scratch_headers;
     size_t scratch_cap;
     struct tp_strbuf access_buf;            /* buffered access-log lines */
+    struct tp_strbuf head_scratch;          /* response heads are assembled here */
     struct event *flush_ev;
     int access_fd;                          /* -1 = off */
     uint64_t rng[2];
@@ -94,11 +95,32 @@ enum tp_timer_kind {
 };
 
 #define TP_LINGER_MS 2000
+
+/*
+ * A lazy deadline on one libevent timer: moving a deadline later (the common case: progress on
+ * a connection) or clearing it costs no timer-heap operation; the timer only moves when the
+ * deadline comes earlier, and a timer that fires early re-arms itself for the rest.
+ */
+struct tp_deadline {
+    struct event *ev;
+    enum tp_timer_kind kind; /* TP_T_NONE: no deadline */
+    uint64_t due_ms;         /* tp_now_ms() value at which it expires */
+    uint64_t armed_ms;       /* when ev is due to fire; 0 = not pending */
+};
+
+/** Set (or replace) the deadline to ms from now. */
+void tp_deadline_set(struct tp_deadline *d, enum tp_timer_kind kind, uint32_t ms);
+/** Clear the deadline (the pending timer, if any, fires and is ignored). */
+void tp_deadline_clear(struct tp_deadline *d);
+/** Call first in the timer callback: the kind that expired, or TP_T_NONE when the deadline
+ *  moved or was cleared (then it re-arms itself as needed and the callback returns). */
+enum tp_timer_kind tp_deadline_fired(struct tp_deadline *d);
 #define TP_MAX_INTERIM_RESPONSES 16 /* 1xx answers tolerated before the final one */
 
 struct tp_upconn {
     int fd;
-    struct event *rev, *wev, *timer;
+    struct event *rev, *wev;
+    struct tp_deadline tmo;
     struct evbuffer *in, *out;
     struct tp_pool *pool;
     struct tp_conn *client;       /* NULL while idle in the pool */
@@ -107,8 +129,7 @@ struct tp_upconn {
     bool connected;
     bool reused;                  /* taken from the pool */
     bool read_on, write_on, eof, progress;
-    enum tp_timer_kind timer_kind;
-    uint64_t timer_deadline_ms;
+    uint32_t read_hint;           /* next read size (adaptive) */
 };
 
 struct tp_request {
@@ -119,9 +140,10 @@ struct tp_request {
     struct tp_strbuf head;        /* upstream request head, kept for retries */
     size_t host_off, host_len;    /* the Host value inside head (host_len 0: preserve_host) */
     unsigned interim;             /* 1xx responses skipped so far */
+    char *strings;                /* one allocation holding the three below */
     char *method;                 /* copies for the log */
     char *path;                   /* normalised path as matched */
-    char *log_ua;
+    char *log_ua;                 /* first 1 KiB of User-Agent, or NULL */
     char request_id[208];
     char client_ip[64];           /* as determined through trusted_proxies */
     uint64_t start_ms, up_start_ms, up_first_byte_ms;
@@ -145,7 +167,8 @@ struct tp_request {
 struct tp_conn {
     struct tp_worker *w;
     int fd;
-    struct event *rev, *wev, *timer;
+    struct event *rev, *wev;
+    struct tp_deadline tmo;
     struct evbuffer *in, *out;
     struct sockaddr_storage peer;
     char peer_text[64];
@@ -153,9 +176,8 @@ struct tp_conn {
     enum tp_conn_state state;
     bool read_on, write_on, got_first_byte, peer_closed, progress, uri_checked, line_seen;
     unsigned num_requests;
-    enum tp_timer_kind timer_kind;
-    uint64_t timer_deadline_ms;
     size_t scan_pos;              /* head: bytes already scanned for the blank line */
+    uint32_t read_hint;           /* next read size (adaptive) */
     struct tp_wsnap *ws;          /* held while the connection lives (limits) */
     struct tp_upconn *up;
     struct tp_request req;

@@ -417,43 +417,37 @@ int tp_proxy_retarget_head(struct tp_conn *c)
     return 0;
 }
 
-static int evb_header(struct evbuffer *out, const char *name, size_t nlen, const char *v,
-                      size_t vlen)
-{
-    if (evbuffer_add(out, name, nlen) || evbuffer_add(out, ": ", 2) || evbuffer_add(out, v, vlen) ||
-        evbuffer_add(out, "\r\n", 2))
-        return TP_ENOMEM;
-    return 0;
-}
-
 /**
  * Append the client response head for upstream response msg to out. Uses c->req framing
- * decisions (resp_framing, resp_chunked_out, keepalive, is_head). Returns 0 or TP_ENOMEM.
+ * decisions (resp_framing, resp_chunked_out, keepalive, is_head). The head is assembled in the
+ * worker's scratch buffer and added to out in one piece. Returns 0 or TP_ENOMEM.
  */
 int tp_proxy_build_response_head(struct tp_conn *c, const struct tp_http_message *msg,
                                  struct evbuffer *out)
 {
     struct tp_request *req = &c->req;
+    struct tp_strbuf *b = &c->w->head_scratch;
     struct conn_tokens ct;
-    size_t before = evbuffer_get_length(out);
+    b->len = 0;
+    b->max = 1u << 20;
+    if (tp_strbuf_reserve(b, msg->head_len + 256) != 0)
+        return TP_ENOMEM;
     collect_conn_tokens(msg, &ct);
-    const char *reason = msg->reason.len ? NULL : tp_http_reason(msg->status);
     char line[32] = "HTTP/1.1 ";
     size_t n = 9 + tp_fmt_u64(line + 9, (uint64_t)msg->status);
     line[n++] = ' ';
-    if (evbuffer_add(out, line, n) < 0)
-        return TP_ENOMEM;
-    if (reason)
-        evbuffer_add(out, reason, strlen(reason));
+    int rc = tp_strbuf_append(b, line, n);
+    if (msg->reason.len)
+        rc = rc ? rc : tp_strbuf_append(b, msg->reason.ptr, msg->reason.len);
     else
-        evbuffer_add(out, msg->reason.ptr, msg->reason.len);
-    evbuffer_add(out, "\r\n", 2);
+        rc = rc ? rc : tp_strbuf_puts(b, tp_http_reason(msg->status));
+    rc = rc ? rc : tp_strbuf_append(b, "\r\n", 2);
     bool bodyless = msg->framing == TP_HTTP_BODY_NONE && msg->status != 204 && msg->status >= 200;
-    for (size_t i = 0; i < msg->num_headers; i++) {
+    /* a bodyless answer keeps the framing fields the GET would have had (B46), but never
+     * both: Transfer-Encoding overrides Content-Length (RFC 9112 §6.3) */
+    bool cl_ok = !(msg->flags & TP_HTTP_F_HAS_TE);
+    for (size_t i = 0; i < msg->num_headers && rc == 0; i++) {
         const struct tp_http_header *h = &msg->headers[i];
-        /* a bodyless answer keeps the framing fields the GET would have had (B46), but never
-         * both: Transfer-Encoding overrides Content-Length (RFC 9112 §6.3) */
-        bool cl_ok = !(msg->flags & TP_HTTP_F_HAS_TE);
         bool keep_framing = bodyless && ((cl_ok && TP_SLICE_IEQ(h->name, "content-length")) ||
                                          (TP_SLICE_IEQ(h->name, "transfer-encoding") &&
                                           req->minor_version == 1));
@@ -461,29 +455,29 @@ int tp_proxy_build_response_head(struct tp_conn *c, const struct tp_http_message
             continue;
         if (TP_SLICE_IEQ(h->name, "x-request-id"))
             continue;
-        evb_header(out, h->name.ptr, h->name.len, h->value.ptr, h->value.len);
+        rc = put_header(b, h->name.ptr, h->name.len, h->value.ptr, h->value.len);
     }
     if (msg->status == 101) {
-        evbuffer_add(out, "Connection: upgrade\r\n", 21);
-        for (size_t i = 0; i < msg->num_headers; i++)
+        rc = rc ? rc : tp_strbuf_puts(b, "Connection: upgrade\r\n");
+        for (size_t i = 0; i < msg->num_headers && rc == 0; i++)
             if (TP_SLICE_IEQ(msg->headers[i].name, "upgrade"))
-                evb_header(out, "Upgrade", 7, msg->headers[i].value.ptr,
-                           msg->headers[i].value.len);
-    } else {
+                rc = PUT_LIT(b, "Upgrade", msg->headers[i].value.ptr, msg->headers[i].value.len);
+    } else if (rc == 0) {
         char num[20];
         if (msg->framing == TP_HTTP_BODY_LENGTH)
-            evb_header(out, "Content-Length", 14, num, tp_fmt_u64(num, msg->content_length));
+            rc = PUT_LIT(b, "Content-Length", num, tp_fmt_u64(num, msg->content_length));
         else if (req->resp_chunked_out)
-            evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+            rc = tp_strbuf_puts(b, "Transfer-Encoding: chunked\r\n");
         if (!req->keepalive)
-            evbuffer_add(out, "Connection: close\r\n", 19);
+            rc = rc ? rc : tp_strbuf_puts(b, "Connection: close\r\n");
         else if (req->minor_version == 0)
-            evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+            rc = rc ? rc : tp_strbuf_puts(b, "Connection: keep-alive\r\n");
     }
-    evbuffer_add(out, "Via: 1.1 turnpike\r\n", 19);
-    evb_header(out, "X-Request-ID", 12, req->request_id, strlen(req->request_id));
-    if (evbuffer_add(out, "\r\n", 2))
+    rc = rc ? rc : tp_strbuf_puts(b, "Via: 1.1 turnpike\r\n");
+    rc = rc ? rc : PUT_LIT(b, "X-Request-ID", req->request_id, strlen(req->request_id));
+    rc = rc ? rc : tp_strbuf_append(b, "\r\n", 2);
+    if (rc || evbuffer_add(out, b->ptr, b->len) != 0)
         return TP_ENOMEM;
-    req->bytes_out += evbuffer_get_length(out) - before;
+    req->bytes_out += b->len;
     return 0;
 }

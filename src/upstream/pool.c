@@ -59,8 +59,7 @@ struct tp_upconn *tp_pool_take(struct tp_pool *p)
     p->num_idle--;
     u->next_idle = NULL;
     u->reused = true;
-    evtimer_del(u->timer);
-    u->timer_kind = TP_T_NONE;
+    tp_deadline_clear(&u->tmo);
     return u;
 }
 
@@ -68,11 +67,11 @@ void tp_upconn_close(struct tp_upconn *u)
 {
     if (!u)
         return;
-    if (!u->client && u->pool && u->timer_kind == TP_T_POOL_IDLE)
+    if (!u->client && u->pool && u->tmo.kind == TP_T_POOL_IDLE)
         pool_unlink(u);
     event_free(u->rev);
     event_free(u->wev);
-    event_free(u->timer);
+    event_free(u->tmo.ev);
     evbuffer_free(u->in);
     evbuffer_free(u->out);
     if (u->fd >= 0)
@@ -95,9 +94,7 @@ void tp_pool_put(struct tp_upconn *u, uint32_t max_idle, uint32_t idle_ms)
         event_add(u->rev, NULL);
         u->read_on = true;
     }
-    struct timeval tv = {idle_ms / 1000, (idle_ms % 1000) * 1000};
-    evtimer_add(u->timer, &tv);
-    u->timer_kind = TP_T_POOL_IDLE;
+    tp_deadline_set(&u->tmo, TP_T_POOL_IDLE, idle_ms);
     u->next_idle = p->idle;
     p->idle = u;
     p->num_idle++;
@@ -137,10 +134,10 @@ int tp_upconn_connect(struct tp_worker *w, struct tp_pool *p, struct tp_upconn *
     u->pool = p;
     u->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, tp_up_read_cb, u);
     u->wev = event_new(w->base, fd, EV_WRITE | EV_PERSIST, tp_up_write_cb, u);
-    u->timer = evtimer_new(w->base, tp_up_timer_cb, u);
+    u->tmo.ev = evtimer_new(w->base, tp_up_timer_cb, u);
     u->in = evbuffer_new();
     u->out = evbuffer_new();
-    if (!u->rev || !u->wev || !u->timer || !u->in || !u->out) {
+    if (!u->rev || !u->wev || !u->tmo.ev || !u->in || !u->out) {
         tp_upconn_close(u);
         return TP_ENOMEM;
     }
