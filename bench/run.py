@@ -8,7 +8,7 @@ One small fast backend (NGINX, one worker) serves bodies of 0 B, 1 KiB and 64 Ki
 
   direct    the backend itself, the ceiling
   turnpike  workers: 1, access_log off
-  nginx     1 worker, upstream keepalive 64, proxy_http_version 1.1, Connection "", access_log off
+  nginx     1 worker, upstream keepalive 512 (turnpike's default pool), proxy_http_version 1.1, Connection "", access_log off
   haproxy   nbthread 1, mode http, http-reuse always, option http-keep-alive, no logging
 
 Every case reports the median requests/s and the median p50 / p99 latency over the rounds.
@@ -235,7 +235,7 @@ http {{
   proxy_temp_path {d}/tmp-proxy;
   upstream backend {{
     server 127.0.0.1:{bport};
-    keepalive 64;
+    keepalive 512;
     keepalive_requests 1000000000;
     keepalive_timeout 300s;
   }}

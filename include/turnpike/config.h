@@ -29,7 +29,7 @@
 #define TP_DEFAULT_READ_TIMEOUT_MS 60000
 #define TP_DEFAULT_WRITE_TIMEOUT_MS 60000
 #define TP_DEFAULT_RETRIES 5
-#define TP_DEFAULT_KEEPALIVE_POOL 64    /* idle upstream connections per worker per target */
+#define TP_DEFAULT_KEEPALIVE_POOL 512   /* idle upstream connections per worker per target (Kong) */
 #define TP_DEFAULT_KEEPALIVE_IDLE_MS 60000
 #define TP_DEFAULT_GRACE_MS 10000
 #define TP_DEFAULT_DNS_REFRESH_MS 30000 /* re-resolve target host names this often */
