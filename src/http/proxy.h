@@ -128,6 +128,8 @@ struct tp_upconn {
     struct tp_worker *w;
     bool connected;
     bool reused;                  /* taken from the pool */
+    bool in_pool;                 /* linked in pool->idle (not the timer's kind: that is
+                                     cleared when the idle deadline fires) */
     bool read_on, write_on, eof, progress;
     uint32_t read_hint;           /* next read size (adaptive) */
 };

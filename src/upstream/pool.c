@@ -48,6 +48,7 @@ static void pool_unlink(struct tp_upconn *u)
         }
     }
     u->next_idle = NULL;
+    u->in_pool = false;
 }
 
 struct tp_upconn *tp_pool_take(struct tp_pool *p)
@@ -58,6 +59,7 @@ struct tp_upconn *tp_pool_take(struct tp_pool *p)
     p->idle = u->next_idle;
     p->num_idle--;
     u->next_idle = NULL;
+    u->in_pool = false;
     u->reused = true;
     tp_deadline_clear(&u->tmo);
     return u;
@@ -67,7 +69,7 @@ void tp_upconn_close(struct tp_upconn *u)
 {
     if (!u)
         return;
-    if (!u->client && u->pool && u->tmo.kind == TP_T_POOL_IDLE)
+    if (u->in_pool)
         pool_unlink(u);
     event_free(u->rev);
     event_free(u->wev);
@@ -98,6 +100,7 @@ void tp_pool_put(struct tp_upconn *u, uint32_t max_idle, uint32_t idle_ms)
     u->next_idle = p->idle;
     p->idle = u;
     p->num_idle++;
+    u->in_pool = true;
 }
 
 void tp_pool_free_all(struct tp_worker *w)

@@ -76,3 +76,23 @@ def test_post_bodies_on_reused_connection(env):
             r = c.request("POST", "/k/p", body=body)
             assert r.json()["body"] == body.decode()
     assert be.conn_count == 1
+
+
+def test_pool_idle_timeout_closes_and_unlinks(stack):
+    # A pooled connection whose keepalive_idle_timeout expires is closed and removed from the
+    # pool. (A pooled connection freed while still linked crashed the gateway ~60 s after a
+    # request: this test runs the expiry in under a second, and under ASan in make test.)
+    be = stack.backend("echo")
+    gw = stack.gateway([service("s", "http://pool", [route("r", ["/k"])])],
+                       upstreams=[{"name": "pool", "keepalive_idle_timeout": 300,
+                                   "targets": [{"target": "127.0.0.1:%d" % be.port}]}])
+    for round_ in range(3):
+        ids = set()
+        for i in range(5):
+            r = request(gw.port, "GET", "/k/%d" % i)
+            assert r.status == 200
+            ids.add(r.json()["conn_id"])
+        assert len(ids) == 1, "pool not reused within the idle timeout"
+        time.sleep(0.8)                 # past the idle timeout: the pooled connection is closed
+    assert be.conn_count == 3, "expected one upstream connection per round: %d" % be.conn_count
+    check_alive(gw)
