@@ -72,8 +72,22 @@ struct tp_conf_route {
     int priority;
     bool strip_path;     /* default true, as in Kong */
     bool preserve_host;  /* default false */
+    bool retry_non_idempotent; /* default false: only idempotent methods are retried */
     struct tp_conf_mark mark;
 };
+
+/* Conditions that allow another attempt on another target (service retry_on). */
+enum {
+    TP_RETRY_CONNECT = 1u << 0, /* "connect-failure": refused, unreachable, connect timeout */
+    TP_RETRY_RESET = 1u << 1,   /* "reset": closed or reset before any byte of the answer */
+    TP_RETRY_TIMEOUT = 1u << 2, /* "timeout": no answer within retry_timeout / read_timeout */
+    TP_RETRY_502 = 1u << 3,     /* "502", "503", "504": the target answered that status */
+    TP_RETRY_503 = 1u << 4,
+    TP_RETRY_504 = 1u << 5,
+};
+#define TP_DEFAULT_RETRY_ON (TP_RETRY_CONNECT | TP_RETRY_RESET)
+#define TP_DEFAULT_RETRY_BUDGET 20     /* percent, as Envoy's retry budget */
+#define TP_DEFAULT_RETRY_BACKOFF_MS 25 /* Envoy's base interval */
 
 struct tp_conf_service {
     char *name;
@@ -83,7 +97,12 @@ struct tp_conf_service {
     char *path;       /* from url, "" when none; a trailing '/' is kept (as Kong does) */
     uint32_t connect_timeout_ms, read_timeout_ms, write_timeout_ms;
     int retries;
+    unsigned retry_on;         /* retry_on: TP_RETRY_* bits, default connect-failure + reset */
+    uint32_t retry_timeout_ms; /* retry_timeout: per-try wait for the answer, 0 = read_timeout */
+    uint32_t retry_budget;     /* retry_budget: % of in-flight requests that may be retries */
+    uint32_t retry_backoff_ms; /* retry_backoff: base of the jittered exponential back-off */
     struct tp_conf_route *routes; size_t num_routes;
+    struct tp_conf_circuit *circuit_breaker; /* NULL: no breaker for the service */
     struct tp_conf_mark mark;
 };
 
@@ -91,7 +110,21 @@ enum tp_balancer_algorithm {
     TP_LB_ROUND_ROBIN = 0,
     TP_LB_WEIGHTED_ROUND_ROBIN,
     TP_LB_LEAST_CONNECTIONS,
+    TP_LB_CONSISTENT_HASHING, /* ketama ring on a request key (hash_on) */
+    TP_LB_RANDOM_TWO_CHOICES, /* power of two choices on in-flight requests */
 };
+
+/** What consistent-hashing hashes (Kong's hash_on / hash_fallback values). */
+enum tp_hash_on {
+    TP_HASH_NONE = 0,  /* no key: round-robin among usable targets */
+    TP_HASH_IP,        /* the client address (after trusted_proxies) */
+    TP_HASH_HEADER,    /* every value of one request header */
+    TP_HASH_COOKIE,    /* one cookie's value (RFC 6265) */
+    TP_HASH_PATH,      /* the normalised path, without the query */
+    TP_HASH_QUERY_ARG, /* one query argument's raw value */
+};
+
+#define TP_HASH_NAME_MAX 128 /* bytes of a hash_on_* name, NUL included */
 
 struct tp_conf_target {
     char *host;        /* host name or IP literal (IPv6 without brackets) */
@@ -100,13 +133,57 @@ struct tp_conf_target {
     struct tp_conf_mark mark;
 };
 
+/** upstreams[].healthchecks (issue 3): active probes and passive outcome tracking. */
+struct tp_conf_healthchecks {
+    /* active: probes from the main thread, once per process */
+    uint32_t active_interval_ms;   /* active.interval: 0 = no active checks */
+    bool active_tcp;               /* active.type: "tcp" (connect only) or "http" (default) */
+    char *active_http_path;        /* active.http_path, default "/" */
+    uint32_t active_timeout_ms;    /* active.timeout, default 1000 */
+    uint32_t healthy_threshold;    /* active.healthy_threshold: successes to come back, default 2 */
+    uint32_t unhealthy_threshold;  /* active.unhealthy_threshold: failures to go down, default 2 */
+    int *healthy_statuses;         /* active.healthy_statuses, default [200, 302] */
+    size_t num_healthy_statuses;
+    /* passive: outcomes of real requests, counted by the workers */
+    uint32_t passive_threshold;    /* passive.unhealthy_threshold: consecutive failures, 0 = off */
+    int *unhealthy_statuses;       /* passive.unhealthy_statuses, default [500, 502, 503, 504] */
+    size_t num_unhealthy_statuses;
+    uint32_t ejection_ms;          /* passive.ejection_time, default 30000; doubles per repeat */
+    bool fail_open;                /* fail_open: all down → try them anyway (default false: 503) */
+};
+
+/**
+ * circuit_breaker on an upstream (one breaker per target) or a service (one for the service),
+ * issue 3. Durations in ms; see include/turnpike/circuit.h and README.md.
+ */
+struct tp_conf_circuit {
+    uint32_t failure_ratio;      /* failure_ratio: percent failed in the window, 0 = off (50) */
+    uint32_t failure_count;      /* failure_count: failures in the window, 0 = off (0) */
+    uint32_t min_requests;       /* min_requests: requests before the ratio is judged (20) */
+    uint32_t window_ms;          /* window: sliding window, 10 buckets of window/10 (10000) */
+    uint32_t open_ms;            /* open_time: open before half-open (5000) */
+    uint32_t half_open_requests; /* half_open_requests: trials while half-open (3) */
+    uint32_t max_requests;       /* max_requests: in flight, 0 = unlimited (0) */
+    uint32_t max_pending;        /* max_pending: connects in progress, upstream only, 0 = off */
+};
+
 struct tp_conf_upstream {
     char *name;
+    struct tp_conf_circuit *circuit_breaker; /* NULL: no breaker on the targets */
     enum tp_balancer_algorithm algorithm; /* default round-robin */
     struct tp_conf_target *targets; size_t num_targets;
     uint32_t keepalive_pool;     /* keepalive_pool_size: idle conns per worker per target */
     uint32_t keepalive_idle_ms;  /* keepalive_idle_timeout */
+    struct tp_conf_healthchecks *healthchecks; /* NULL: no health tracking */
     struct tp_conf_mark mark;
+    /* consistent-hashing; names are "" when not set, header names lower-cased */
+    enum tp_hash_on hash_on;                          /* default none */
+    enum tp_hash_on hash_fallback;                    /* default none */
+    char hash_on_header[TP_HASH_NAME_MAX];
+    char hash_fallback_header[TP_HASH_NAME_MAX];
+    char hash_on_cookie[TP_HASH_NAME_MAX];            /* also used by hash_fallback: cookie */
+    char hash_on_query_arg[TP_HASH_NAME_MAX];
+    char hash_fallback_query_arg[TP_HASH_NAME_MAX];
 };
 
 struct tp_conf_cidr {
@@ -132,6 +209,7 @@ struct tp_config {
     enum tp_log_level log_level; /* default notice */
     struct tp_conf_cidr *trusted_proxies; size_t num_trusted_proxies;
     uint32_t dns_refresh_ms; /* dns_refresh: re-resolve target names; 0 = only on reload */
+    struct tp_conf_listen *status_listen; /* status_listen: JSON status endpoint; NULL = off */
     struct tp_conf_limits limits;
     struct tp_conf_service *services; size_t num_services;
     struct tp_conf_upstream *upstreams; size_t num_upstreams;
@@ -155,6 +233,12 @@ int tp_config_load(const char *path, FILE *errors, struct tp_config **out);
 /** Same as tp_config_load but from memory; `name` is used in error messages. */
 int tp_config_load_string(const char *name, const char *text, size_t len, FILE *errors,
                           struct tp_config **out);
+
+/** Free one healthchecks section (part of tp_config_free). NULL is ignored. */
+void tp_conf_healthchecks_free(struct tp_conf_healthchecks *h);
+
+/** Free one circuit_breaker section (part of tp_config_free). NULL is ignored. */
+void tp_conf_circuit_free(struct tp_conf_circuit *c);
 
 /** Free a config tree. NULL is ignored. */
 void tp_config_free(struct tp_config *cfg);

@@ -11,6 +11,7 @@
 
 #include "turnpike/common.h"
 #include "turnpike/config.h"
+#include "turnpike/health.h"
 #include "turnpike/router.h"
 
 #include <stdatomic.h>
@@ -30,8 +31,17 @@ struct tp_target {
     uint16_t port;
     uint32_t weight;
     atomic_int active;            /* in-flight requests, all workers (least-connections) */
+    struct tp_health *health;     /* shared health of this address; NULL = not tracked (up) */
     struct tp_pool **pools;       /* [nworkers]: slot w written only by worker w */
 };
+
+/** One point of a consistent-hashing ring: hash of "host:port#i" → index of its target. */
+struct tp_ring_point {
+    uint64_t hash;
+    uint32_t target;
+};
+
+#define TP_P2C_RNG_STRIDE 8 /* uint64_t per worker in tp_upstream.p2c_rng (64 bytes) */
 
 struct tp_upstream {
     char *name;
@@ -42,6 +52,18 @@ struct tp_upstream {
     int64_t *swrr_current;        /* [nworkers * num_targets]: smooth WRR state per worker */
     uint32_t keepalive_pool;
     uint32_t keepalive_idle_ms;
+    /* consistent-hashing (src/upstream/hash_key.c) */
+    struct tp_ring_point *ring;   /* [ring_len] sorted by hash; NULL for other algorithms */
+    size_t ring_len;
+    enum tp_hash_on hash_on, hash_fallback;
+    struct tp_slice hash_on_name;       /* header (lower-case), cookie or query argument name */
+    struct tp_slice hash_fallback_name; /* borrowed from the config the snapshot owns */
+    /* random-two-choices: xorshift64* state of worker w at p2c_rng[w * TP_P2C_RNG_STRIDE]
+     * (one cache line per worker); NULL: a shared counter is mixed instead */
+    uint64_t *p2c_rng;
+    const struct tp_conf_healthchecks *healthchecks; /* config-owned; NULL = not tracked */
+    atomic_int requests;          /* requests in flight through this upstream (retry budget) */
+    atomic_int retrying;          /* of which are on a retry attempt */
 };
 
 struct tp_service {

@@ -2,8 +2,10 @@
  * turnpike — the binary: command line, signals, reloads. Everything else is in libturnpike.
  */
 #include "turnpike/config.h"
+#include "turnpike/health.h"
 #include "turnpike/log.h"
 #include "turnpike/server.h"
+#include "turnpike/status.h"
 #include "turnpike/snapshot.h"
 
 #include <event2/event.h>
@@ -21,6 +23,8 @@ struct app {
     struct tp_snapshot *snap; /* the main thread's reference to the live snapshot */
     struct event_base *base;
     struct event *dns_timer;
+    struct tp_health_checker *checker; /* active health checks, on this (main) thread */
+    struct tp_status_server *status;   /* status_listen, on this thread */
     char *text;               /* the config file as last loaded, for DNS-driven rebuilds */
     size_t text_len;
     int workers;
@@ -125,6 +129,8 @@ static void install(struct app *app, struct tp_snapshot *snap)
     tp_snapshot_unref(app->snap);
     app->snap = snap;
     arm_dns_timer(app);
+    if (app->checker)
+        tp_health_checker_update(app->checker, snap);
 }
 
 /* Target names are re-resolved on the main thread (workers never wait for DNS); when an
@@ -276,6 +282,17 @@ int main(int argc, char **argv)
         event_add(ev[i], NULL);
     app.dns_timer = evtimer_new(app.base, on_dns_timer, &app);
     arm_dns_timer(&app);
+    app.checker = tp_health_checker_new(app.base);
+    if (app.checker)
+        tp_health_checker_update(app.checker, app.snap);
+    if (app.snap->config->status_listen &&
+        !(app.status = tp_status_start(app.base, app.snap->config->status_listen, &app.snap))) {
+        fprintf(stderr, "turnpike: cannot open status_listen (see the error log)\n");
+        tp_server_stop(app.srv, 0);
+        tp_server_free(app.srv);
+        tp_snapshot_unref(app.snap);
+        return 1;
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     tp_log(TP_LOG_NOTICE, "turnpike %s started: %d worker(s), config %s", TP_VERSION,
            app.workers, app.config_path);
@@ -285,6 +302,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < 4; i++)
         event_free(ev[i]);
     event_free(app.dns_timer);
+    tp_health_checker_free(app.checker);
+    tp_status_stop(app.status);
     free(app.text);
     event_base_free(app.base);
     tp_snapshot_unref(app.snap);

@@ -301,6 +301,7 @@ static const struct tp__cfg_directive route_keys[] = {
     TP__CFG_INT_KEY("priority", struct tp_conf_route, priority, INT32_MIN, INT32_MAX, 0),
     TP__CFG_BOOL_KEY("strip_path", struct tp_conf_route, strip_path, true),
     TP__CFG_BOOL_KEY("preserve_host", struct tp_conf_route, preserve_host, false),
+    TP__CFG_BOOL_KEY("retry_non_idempotent", struct tp_conf_route, retry_non_idempotent, false),
     TP__CFG_CUSTOM_KEY("protocols", parse_protocols, false),
 };
 
@@ -493,10 +494,15 @@ static void build_url(struct tp__cfg_ctx *ctx, yaml_node_t *node, struct tp_conf
              port, s->path);
 }
 
+static void service_custom_defaults(struct tp_conf_service *s, const yaml_node_t *node,
+                                    struct tp__cfg_ctx *ctx);
+
 static void finish_service(struct tp__cfg_ctx *ctx, yaml_node_t *node, void *obj)
 {
     static const char *const kong_keys[] = {"protocol", "host", "port", "path"};
     struct tp_conf_service *s = obj;
+
+    service_custom_defaults(s, node, ctx);
 
     if (tp__cfg_lookup(ctx, node, "url")) {
         for (size_t i = 0; i < TP_ARRAY_LEN(kong_keys); i++) {
@@ -513,6 +519,35 @@ static void finish_service(struct tp__cfg_ctx *ctx, yaml_node_t *node, void *obj
     build_url(ctx, node, s);
 }
 
+/* retry_on: a list of conditions (see enum TP_RETRY_* in config.h). */
+static void parse_retry_on(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                           void *obj)
+{
+    static const char *const names[] = {"connect-failure", "reset", "timeout", "502", "503",
+                                        "504"};
+    struct tp_conf_service *s = obj;
+    size_t n = tp__cfg_count(value);
+    if (value->type != YAML_SEQUENCE_NODE) {
+        tp__cfg_error(ctx, value, "expected a list of conditions for \"%s\"", key);
+        return;
+    }
+    s->retry_on = 0;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = tp__cfg_item(ctx, value, i);
+        int k;
+        if (item && tp__cfg_enum(ctx, key, item, names, TP_ARRAY_LEN(names), &k) == 0)
+            s->retry_on |= 1u << k;
+    }
+}
+
+/* The defaults of custom keys that are absent. */
+static void service_custom_defaults(struct tp_conf_service *s, const yaml_node_t *node,
+                                    struct tp__cfg_ctx *ctx)
+{
+    if (!tp__cfg_lookup(ctx, node, "retry_on"))
+        s->retry_on = TP_DEFAULT_RETRY_ON;
+}
+
 static const struct tp__cfg_directive service_keys[] = {
     TP__CFG_CUSTOM_KEY("name", parse_service_name, true),
     TP__CFG_CUSTOM_KEY("url", parse_url, false),
@@ -527,7 +562,15 @@ static const struct tp__cfg_directive service_keys[] = {
     TP__CFG_UINT_KEY("write_timeout", struct tp_conf_service, write_timeout_ms, 1,
                      TP__CFG_MAX_MS, TP_DEFAULT_WRITE_TIMEOUT_MS),
     TP__CFG_INT_KEY("retries", struct tp_conf_service, retries, 0, 100, TP_DEFAULT_RETRIES),
+    TP__CFG_CUSTOM_KEY("retry_on", parse_retry_on, false),
+    TP__CFG_UINT_KEY("retry_timeout", struct tp_conf_service, retry_timeout_ms, 0,
+                     TP__CFG_MAX_MS, 0),
+    TP__CFG_UINT_KEY("retry_budget", struct tp_conf_service, retry_budget, 0, 100,
+                     TP_DEFAULT_RETRY_BUDGET),
+    TP__CFG_UINT_KEY("retry_backoff", struct tp_conf_service, retry_backoff_ms, 0, 60000,
+                     TP_DEFAULT_RETRY_BACKOFF_MS),
     TP__CFG_CUSTOM_KEY("routes", parse_routes, false),
+    TP__CFG_CUSTOM_KEY("circuit_breaker", tp__cfg_parse_service_circuit, false),
 };
 
 TP__CFG_TABLE_CHECK(service_keys);
@@ -584,7 +627,8 @@ static void parse_algorithm(struct tp__cfg_ctx *ctx, const char *key, yaml_node_
 {
     /* Indexed by enum tp_balancer_algorithm. */
     static const char *const names[] = {"round-robin", "weighted-round-robin",
-                                        "least-connections"};
+                                        "least-connections", "consistent-hashing",
+                                        "random-two-choices"};
     struct tp_conf_upstream *u = obj;
     int i;
 
@@ -598,6 +642,153 @@ static void parse_targets(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t 
     struct tp_conf_upstream *u = obj;
 
     u->targets = tp__cfg_list(ctx, key, value, &target_schema, &u->num_targets);
+}
+
+/* hash_on / hash_fallback: Kong's values; "consumer" waits for consumers. */
+static void parse_hash_kind(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                            enum tp_hash_on *out)
+{
+    /* Indexed by enum tp_hash_on. */
+    static const char *const names[] = {"none", "ip", "header", "cookie", "path", "query_arg"};
+    int i;
+
+    if (value->type == YAML_SCALAR_NODE &&
+        strcmp((const char *)value->data.scalar.value, "consumer") == 0) {
+        tp__cfg_error(ctx, value, "\"%s\": consumer is not supported yet (no consumers exist)",
+                      key);
+        return;
+    }
+    if (tp__cfg_enum(ctx, key, value, names, TP_ARRAY_LEN(names), &i) == 0)
+        *out = (enum tp_hash_on)i;
+}
+
+static void parse_hash_on(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                          void *obj)
+{
+    parse_hash_kind(ctx, key, value, &((struct tp_conf_upstream *)obj)->hash_on);
+}
+
+static void parse_hash_fallback(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                                void *obj)
+{
+    parse_hash_kind(ctx, key, value, &((struct tp_conf_upstream *)obj)->hash_fallback);
+}
+
+enum hash_name_kind { HASH_NAME_HEADER, HASH_NAME_COOKIE, HASH_NAME_QUERY_ARG };
+
+/* A hash_on_* name into a fixed buffer: a token for headers (lower-cased) and cookies
+ * (RFC 6265 cookie-name), any text without '&', '=' or spaces for query arguments. */
+static void parse_hash_name(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                            enum hash_name_kind kind, char out[TP_HASH_NAME_MAX])
+{
+    char *s = NULL;
+
+    if (tp__cfg_string(ctx, key, value, &s) != 0)
+        return;
+    size_t len = strlen(s);
+    bool ok = kind == HASH_NAME_QUERY_ARG
+                  ? len > 0 && !bad_path_char(s, len) && !strpbrk(s, "&=")
+                  : is_token(s);
+    if (!ok)
+        tp__cfg_error(ctx, value, "invalid %s name \"%s\" in \"%s\"",
+                      kind == HASH_NAME_HEADER   ? "header"
+                      : kind == HASH_NAME_COOKIE ? "cookie"
+                                                 : "query argument",
+                      s, key);
+    else if (len >= TP_HASH_NAME_MAX)
+        tp__cfg_error(ctx, value, "\"%s\" is longer than %d bytes", key, TP_HASH_NAME_MAX - 1);
+    for (size_t i = 0; ok && len < TP_HASH_NAME_MAX && i <= len; i++)
+        out[i] = kind == HASH_NAME_HEADER ? tp_lower(s[i]) : s[i];
+    free(s);
+}
+
+static void parse_hash_on_header(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                                 void *obj)
+{
+    parse_hash_name(ctx, key, value, HASH_NAME_HEADER,
+                    ((struct tp_conf_upstream *)obj)->hash_on_header);
+}
+
+static void parse_hash_fallback_header(struct tp__cfg_ctx *ctx, const char *key,
+                                       yaml_node_t *value, void *obj)
+{
+    parse_hash_name(ctx, key, value, HASH_NAME_HEADER,
+                    ((struct tp_conf_upstream *)obj)->hash_fallback_header);
+}
+
+static void parse_hash_on_cookie(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                                 void *obj)
+{
+    parse_hash_name(ctx, key, value, HASH_NAME_COOKIE,
+                    ((struct tp_conf_upstream *)obj)->hash_on_cookie);
+}
+
+static void parse_hash_on_query_arg(struct tp__cfg_ctx *ctx, const char *key,
+                                    yaml_node_t *value, void *obj)
+{
+    parse_hash_name(ctx, key, value, HASH_NAME_QUERY_ARG,
+                    ((struct tp_conf_upstream *)obj)->hash_on_query_arg);
+}
+
+static void parse_hash_fallback_query_arg(struct tp__cfg_ctx *ctx, const char *key,
+                                          yaml_node_t *value, void *obj)
+{
+    parse_hash_name(ctx, key, value, HASH_NAME_QUERY_ARG,
+                    ((struct tp_conf_upstream *)obj)->hash_fallback_query_arg);
+}
+
+/* The name a hash kind needs: "" when missing; NULL when the kind takes no name. */
+static const char *hash_name_needed(const struct tp_conf_upstream *u, enum tp_hash_on kind,
+                                    bool fallback, const char **key)
+{
+    switch (kind) {
+    case TP_HASH_HEADER:
+        *key = fallback ? "hash_fallback_header" : "hash_on_header";
+        return fallback ? u->hash_fallback_header : u->hash_on_header;
+    case TP_HASH_COOKIE:
+        *key = "hash_on_cookie";
+        return u->hash_on_cookie;
+    case TP_HASH_QUERY_ARG:
+        *key = fallback ? "hash_fallback_query_arg" : "hash_on_query_arg";
+        return fallback ? u->hash_fallback_query_arg : u->hash_on_query_arg;
+    default:
+        return NULL;
+    }
+}
+
+/* Kong's rules between algorithm, hash_on, hash_fallback and the names they need. */
+static void check_hashing(struct tp__cfg_ctx *ctx, yaml_node_t *node,
+                          const struct tp_conf_upstream *u)
+{
+    static const char *const kinds[] = {"none", "ip", "header", "cookie", "path", "query_arg"};
+    yaml_node_t *on = tp__cfg_lookup(ctx, node, "hash_on");
+    yaml_node_t *fb = tp__cfg_lookup(ctx, node, "hash_fallback");
+    const char *key = NULL, *name;
+
+    if (u->hash_on != TP_HASH_NONE && u->algorithm != TP_LB_CONSISTENT_HASHING)
+        tp__cfg_error(ctx, on, "\"hash_on\" needs \"algorithm: consistent-hashing\"");
+    if (u->hash_on == TP_HASH_NONE && u->hash_fallback != TP_HASH_NONE)
+        tp__cfg_error(ctx, fb, "\"hash_fallback\" needs \"hash_on\" to be set");
+    else if (u->hash_fallback != TP_HASH_NONE && u->hash_fallback == u->hash_on &&
+             (u->hash_on == TP_HASH_IP || u->hash_on == TP_HASH_PATH ||
+              u->hash_on == TP_HASH_COOKIE))
+        tp__cfg_error(ctx, fb, "\"hash_fallback\" must differ from \"hash_on\"");
+    /* a name given but invalid has been reported already */
+    if ((name = hash_name_needed(u, u->hash_on, false, &key)) && !name[0] &&
+        !tp__cfg_lookup(ctx, node, key))
+        tp__cfg_error(ctx, on, "\"%s\" is required when \"hash_on\" is %s", key,
+                      kinds[u->hash_on]);
+    if ((name = hash_name_needed(u, u->hash_fallback, true, &key)) && !name[0] &&
+        !tp__cfg_lookup(ctx, node, key))
+        tp__cfg_error(ctx, fb, "\"%s\" is required when \"hash_fallback\" is %s", key,
+                      kinds[u->hash_fallback]);
+    if (u->hash_on == u->hash_fallback && u->hash_on == TP_HASH_HEADER &&
+        u->hash_on_header[0] && strcmp(u->hash_on_header, u->hash_fallback_header) == 0)
+        tp__cfg_error(ctx, fb, "\"hash_fallback_header\" must differ from \"hash_on_header\"");
+    if (u->hash_on == u->hash_fallback && u->hash_on == TP_HASH_QUERY_ARG &&
+        u->hash_on_query_arg[0] && strcmp(u->hash_on_query_arg, u->hash_fallback_query_arg) == 0)
+        tp__cfg_error(ctx, fb,
+                      "\"hash_fallback_query_arg\" must differ from \"hash_on_query_arg\"");
 }
 
 /* The same host:port twice in one upstream is almost certainly a mistake. */
@@ -618,6 +809,7 @@ static void finish_upstream(struct tp__cfg_ctx *ctx, yaml_node_t *node, void *ob
             }
         }
     }
+    check_hashing(ctx, node, u);
 }
 
 static const struct tp__cfg_directive upstream_keys[] = {
@@ -628,6 +820,15 @@ static const struct tp__cfg_directive upstream_keys[] = {
                      TP_DEFAULT_KEEPALIVE_POOL),
     TP__CFG_UINT_KEY("keepalive_idle_timeout", struct tp_conf_upstream, keepalive_idle_ms, 1,
                      TP__CFG_MAX_MS, TP_DEFAULT_KEEPALIVE_IDLE_MS),
+    TP__CFG_CUSTOM_KEY("hash_on", parse_hash_on, false),
+    TP__CFG_CUSTOM_KEY("hash_fallback", parse_hash_fallback, false),
+    TP__CFG_CUSTOM_KEY("hash_on_header", parse_hash_on_header, false),
+    TP__CFG_CUSTOM_KEY("hash_fallback_header", parse_hash_fallback_header, false),
+    TP__CFG_CUSTOM_KEY("hash_on_cookie", parse_hash_on_cookie, false),
+    TP__CFG_CUSTOM_KEY("hash_on_query_arg", parse_hash_on_query_arg, false),
+    TP__CFG_CUSTOM_KEY("hash_fallback_query_arg", parse_hash_fallback_query_arg, false),
+    TP__CFG_CUSTOM_KEY("healthchecks", tp__cfg_parse_healthchecks, false),
+    TP__CFG_CUSTOM_KEY("circuit_breaker", tp__cfg_parse_upstream_circuit, false),
 };
 
 TP__CFG_TABLE_CHECK(upstream_keys);

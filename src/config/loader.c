@@ -177,6 +177,28 @@ static void parse_listen(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *
         tp__cfg_error(ctx, value, "\"%s\" must not be empty", key);
 }
 
+/* status_listen: one "host:port" for the JSON status endpoint (issue 3). */
+static void parse_status_listen(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                                void *obj)
+{
+    struct tp_config *cfg = obj;
+    char *text = NULL;
+    if (tp__cfg_string(ctx, key, value, &text) != 0)
+        return;
+    struct tp_conf_listen *l = calloc(1, sizeof(*l));
+    const char *err = l ? listen_parse(text, l) : "out of memory";
+    if (err) {
+        tp__cfg_error(ctx, value, "invalid \"%s\" \"%s\": %s", key, text, err);
+        if (l)
+            free(l->host);
+        free(l);
+    } else {
+        l->mark = tp__cfg_mark(value);
+        cfg->status_listen = l;
+    }
+    free(text);
+}
+
 /* Prefix length: decimal, no leading zero, 0..max. */
 static int parse_prefix(const char *s, int max)
 {
@@ -261,6 +283,7 @@ static void parse_upstreams(struct tp__cfg_ctx *ctx, const char *key, yaml_node_
 static const struct tp__cfg_directive config_keys[] = {
     TP__CFG_CUSTOM_KEY("_format_version", parse_format_version, false),
     TP__CFG_CUSTOM_KEY("listen", parse_listen, false),
+    TP__CFG_CUSTOM_KEY("status_listen", parse_status_listen, false),
     TP__CFG_CUSTOM_KEY("workers", parse_workers, false),
     TP__CFG_STRING_KEY("access_log", struct tp_config, access_log, "stdout"),
     TP__CFG_STRING_KEY("error_log", struct tp_config, error_log, "stderr"),
@@ -656,10 +679,13 @@ static void free_service(struct tp_conf_service *s)
     free(s->url);
     free(s->host);
     free(s->path);
+    tp_conf_circuit_free(s->circuit_breaker);
 }
 
 static void free_upstream(struct tp_conf_upstream *u)
 {
+    tp_conf_healthchecks_free(u->healthchecks);
+    tp_conf_circuit_free(u->circuit_breaker);
     for (size_t i = 0; u->targets && i < u->num_targets; i++)
         free(u->targets[i].host);
     free(u->targets);
@@ -668,6 +694,10 @@ static void free_upstream(struct tp_conf_upstream *u)
 
 void tp_config_free(struct tp_config *cfg)
 {
+    if (cfg && cfg->status_listen) {
+        free(cfg->status_listen->host);
+        free(cfg->status_listen);
+    }
     if (!cfg)
         return;
     for (size_t i = 0; cfg->services && i < cfg->num_services; i++)

@@ -91,6 +91,16 @@ struct tp__cfg_schema {
     tp__cfg_finish_fn finish;                /* or NULL */
 };
 
+/** Custom parser of upstreams[].healthchecks into a tp_conf_upstream (healthchecks.c). */
+void tp__cfg_parse_healthchecks(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                                void *obj);
+
+/** Custom parsers of `circuit_breaker` into a tp_conf_upstream / a tp_conf_service (circuit.c). */
+void tp__cfg_parse_upstream_circuit(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                                    void *obj);
+void tp__cfg_parse_service_circuit(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                                   void *obj);
+
 /* Schemas of the sections (entities.c). */
 extern const struct tp__cfg_schema tp__cfg_service_schema;
 extern const struct tp__cfg_schema tp__cfg_upstream_schema;

@@ -4,6 +4,7 @@
  */
 #include "turnpike/snapshot.h"
 #include "turnpike/log.h"
+#include "upstream/hash_key.h"
 
 #include <netdb.h>
 #include <netinet/in.h>
@@ -71,7 +72,31 @@ static int init_upstream(struct tp_upstream *u, const char *name,
     u->swrr_current = calloc((ntargets ? ntargets : 1) * (size_t)nworkers, sizeof(int64_t));
     u->keepalive_pool = TP_DEFAULT_KEEPALIVE_POOL;
     u->keepalive_idle_ms = TP_DEFAULT_KEEPALIVE_IDLE_MS;
-    return (u->name && u->targets && u->swrr_current) ? 0 : TP_ENOMEM;
+    u->p2c_rng = calloc((size_t)nworkers * TP_P2C_RNG_STRIDE, sizeof(uint64_t));
+    if (!u->name || !u->targets || !u->swrr_current || !u->p2c_rng)
+        return TP_ENOMEM;
+    /* random-two-choices: a distinct, non-zero xorshift state per worker */
+    for (int w = 0; w < nworkers; w++)
+        u->p2c_rng[(size_t)w * TP_P2C_RNG_STRIDE] =
+            tp_hash64(name, strlen(name), (uint64_t)w + 1) | 1;
+    return 0;
+}
+
+/* Hash settings and, for consistent-hashing, the ring (once the targets have their names). */
+static int init_hashing(struct tp_upstream *u, const struct tp_conf_upstream *cu)
+{
+    u->hash_on = cu->hash_on;
+    u->hash_fallback = cu->hash_fallback;
+    u->hash_on_name = tp_slice_cstr(cu->hash_on == TP_HASH_HEADER      ? cu->hash_on_header
+                                    : cu->hash_on == TP_HASH_COOKIE    ? cu->hash_on_cookie
+                                    : cu->hash_on == TP_HASH_QUERY_ARG ? cu->hash_on_query_arg
+                                                                       : "");
+    u->hash_fallback_name =
+        tp_slice_cstr(cu->hash_fallback == TP_HASH_HEADER      ? cu->hash_fallback_header
+                      : cu->hash_fallback == TP_HASH_COOKIE    ? cu->hash_on_cookie
+                      : cu->hash_fallback == TP_HASH_QUERY_ARG ? cu->hash_fallback_query_arg
+                                                               : "");
+    return u->algorithm == TP_LB_CONSISTENT_HASHING ? tp_upstream_ring_build(u) : 0;
 }
 
 static void report(FILE *errors, const struct tp_config *cfg, struct tp_conf_mark m,
@@ -101,6 +126,7 @@ static int build_upstreams(struct tp_snapshot *s, FILE *errors)
             return TP_ENOMEM;
         u->keepalive_pool = cu->keepalive_pool;
         u->keepalive_idle_ms = cu->keepalive_idle_ms;
+        u->healthchecks = cu->healthchecks;
         for (size_t j = 0; j < cu->num_targets; j++) {
             const struct tp_conf_target *ct = &cu->targets[j];
             int rc = init_target(&u->targets[j], ct->host, ct->port, ct->weight, s->nworkers);
@@ -109,9 +135,18 @@ static int build_upstreams(struct tp_snapshot *s, FILE *errors)
             if (rc) {
                 report(errors, cfg, ct->mark, "cannot resolve target host ", ct->host);
                 nerr++;
+            } else if (u->healthchecks) {
+                /* health is per address and outlives this snapshot (reloads keep it) */
+                u->targets[j].health = tp_health_acquire(&u->targets[j].addr,
+                                                         u->targets[j].addrlen);
+                if (!u->targets[j].health)
+                    return TP_ENOMEM;
             }
         }
     }
+    for (size_t i = 0; i < cfg->num_upstreams; i++)
+        if (init_hashing(&s->upstreams[i], &cfg->upstreams[i]) != 0)
+            return TP_ENOMEM;
     for (size_t i = 0; i < cfg->num_services; i++) {
         const struct tp_conf_service *cs = &cfg->services[i];
         struct tp_service *svc = &s->services[i];
@@ -272,6 +307,7 @@ void tp_snapshot_ref(struct tp_snapshot *s)
 static void free_upstream(struct tp_upstream *u)
 {
     for (size_t j = 0; u->targets && j < u->num_targets; j++) {
+        tp_health_release(u->targets[j].health);
         free(u->targets[j].host);
         free(u->targets[j].name);
         free(u->targets[j].host_header);
@@ -279,6 +315,8 @@ static void free_upstream(struct tp_upstream *u)
     }
     free(u->targets);
     free(u->swrr_current);
+    free(u->p2c_rng);
+    tp_upstream_ring_free(u);
     free(u->name);
 }
 

@@ -11,6 +11,7 @@
  */
 #include "http/proxy.h"
 #include "turnpike/router.h"
+#include "upstream/hash_key.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -102,6 +103,10 @@ static void request_reset(struct tp_conn *c)
     struct tp_request *req = &c->req;
     if (req->target)
         atomic_fetch_sub_explicit(&req->target->active, 1, memory_order_relaxed);
+    if (req->counted)
+        atomic_fetch_sub_explicit(&req->service->upstream->requests, 1, memory_order_relaxed);
+    if (req->is_retry)
+        atomic_fetch_sub_explicit(&req->service->upstream->retrying, 1, memory_order_relaxed);
     tp_worker_snap_release(c->w, req->ws);
     free(req->strings);
     tp_strbuf_free(&req->head);
@@ -132,6 +137,8 @@ static void conn_free(struct tp_conn *c)
     event_free(c->rev);
     event_free(c->wev);
     event_free(c->tmo.ev);
+    if (c->retry_ev)
+        event_free(c->retry_ev);
     evbuffer_free(c->in);
     evbuffer_free(c->out);
     close(c->fd);
@@ -300,6 +307,25 @@ static int header_has(void *ctx, const char *name, const char *const *values, si
 static void connect_upstream(struct tp_conn *c);
 static void upstream_failed(struct tp_conn *c, bool connect_failure, bool timeout);
 
+/*
+ * The balancer's choice among healthy targets; when none is healthy and the upstream is set to
+ * fail open, any enabled target not tried yet, in turn (CASES.md B39 run 2).
+ */
+static struct tp_target *pick_target(struct tp_upstream *u, int wid, uint64_t tried,
+                                     const struct tp_request *req)
+{
+    struct tp_target *t = tp_upstream_pick(u, wid, tried, req->hash_key, req->has_hash_key);
+    if (t || !u->healthchecks || !u->healthchecks->fail_open || u->num_targets == 0)
+        return t;
+    unsigned start = atomic_fetch_add_explicit(&u->rr_next, 1, memory_order_relaxed);
+    for (size_t k = 0; k < u->num_targets; k++) {
+        size_t i = (start + k) % u->num_targets;
+        if (u->targets[i].weight > 0 && !(i < 64 && (tried >> i) & 1))
+            return &u->targets[i];
+    }
+    return NULL;
+}
+
 /* Route the parsed request and start proxying it. Returns false if an error was queued. */
 static bool start_request(struct tp_conn *c, const struct tp_http_message *msg)
 {
@@ -378,9 +404,17 @@ static bool start_request(struct tp_conn *c, const struct tp_http_message *msg)
         return respond_error(c, 413, "request body too large", true), false;
 
     /* pick the first target now: the head names its Host */
-    req->target = tp_upstream_pick(req->service->upstream, w->id, 0);
+    atomic_fetch_add_explicit(&req->service->upstream->requests, 1, memory_order_relaxed);
+    req->counted = true;
+    if (req->service->upstream->algorithm == TP_LB_CONSISTENT_HASHING) {
+        bool trusted; /* the key may be the client address: decide it before the pick */
+        tp_proxy_client_ip(c, cfg, msg, &trusted);
+        req->has_hash_key = tp_upstream_hash_key(req->service->upstream, msg, req->client_ip,
+                                                 req->path, &req->hash_key);
+    }
+    req->target = pick_target(req->service->upstream, w->id, 0, req);
     if (!req->target)
-        return respond_error(c, 503, "no upstream target available", false), false;
+        return respond_error(c, 503, "no healthy upstream target", false), false;
     atomic_fetch_add_explicit(&req->target->active, 1, memory_order_relaxed);
     rc = tp_proxy_build_request_head(c, msg, &m);
     if (rc == TP_ETOOBIG)
@@ -434,6 +468,98 @@ static void connect_upstream(struct tp_conn *c)
  * next target when that is safe (connect failure, or a reset before any answer for a request
  * whose body we still hold and that is idempotent or ran on a reused connection), else answer.
  */
+/*
+ * Retry policy (issue 3): may this failed attempt be tried again on another target?
+ * `cond` is the TP_RETRY_* condition that occurred. Never once the answer has started, never
+ * for an upgrade or a request whose body has been (partly) sent; a stale pooled connection is
+ * always retried (the request never reached the application) and is not counted. Otherwise
+ * the condition must be in the service's retry_on, the method idempotent unless the route opts
+ * in (connect failures excepted: nothing was sent), tries must remain, and the upstream's
+ * retry budget must allow one more retry in flight.
+ */
+static bool retry_allowed(struct tp_conn *c, unsigned cond, bool stale)
+{
+    struct tp_request *req = &c->req;
+    const struct tp_conf_service *svc = req->service->conf;
+    struct tp_upstream *u = req->service->upstream;
+    if (req->resp_started || req->upgrade)
+        return false;
+    if (req->req_framing != TP_HTTP_BODY_NONE && req->body_in > 0)
+        return false;
+    if (stale)
+        return req->tries <= svc->retries + 1 + req->retries_done;
+    if (!(svc->retry_on & cond) || req->retries_done >= svc->retries)
+        return false;
+    if (cond != TP_RETRY_CONNECT && !req->idempotent && !req->route->conf->retry_non_idempotent)
+        return false;
+    if (svc->retry_budget && !req->is_retry) {
+        int live = atomic_load_explicit(&u->requests, memory_order_relaxed);
+        int retrying = atomic_load_explicit(&u->retrying, memory_order_relaxed);
+        int cap = TP_MAX(3, live * (int)svc->retry_budget / 100); /* Envoy: at least 3 */
+        if (retrying + 1 > cap)
+            return false;
+    }
+    return true;
+}
+
+static void retry_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct tp_conn *c = arg;
+    connect_upstream(c);
+    conn_progress(c);
+}
+
+/*
+ * Start the next attempt on `next` (the same target for a stale pooled connection).
+ * Back-off with full jitter, uniform in [0, min(10 * base, base * 2^(n-1))] ms, before retries
+ * after a timeout or an error status (the target may be overloaded); none after a connect
+ * failure or a stale connection, where another target can answer at once.
+ */
+static void retry_to(struct tp_conn *c, struct tp_target *next, unsigned cond, bool stale)
+{
+    struct tp_request *req = &c->req;
+    if (!stale) {
+        req->retries_done++;
+        if (!req->is_retry) {
+            req->is_retry = true;
+            atomic_fetch_add_explicit(&req->service->upstream->retrying, 1,
+                                      memory_order_relaxed);
+        }
+    }
+    atomic_fetch_sub_explicit(&req->target->active, 1, memory_order_relaxed);
+    req->target = next;
+    atomic_fetch_add_explicit(&next->active, 1, memory_order_relaxed);
+    if (tp_proxy_retarget_head(c) != 0) { /* Host names the new target */
+        respond_error(c, 500, "out of memory", true);
+        return;
+    }
+    uint32_t base = req->service->conf->retry_backoff_ms;
+    if (stale || cond == TP_RETRY_CONNECT || cond == TP_RETRY_RESET || base == 0) {
+        connect_upstream(c);
+        return;
+    }
+    uint64_t cap = TP_MIN((uint64_t)base * 10, (uint64_t)base << TP_MIN(req->retries_done - 1, 10));
+    uint64_t ms = tp_worker_random(c->w) % (cap + 1);
+    if (!c->retry_ev && !(c->retry_ev = evtimer_new(c->w->base, retry_timer_cb, c))) {
+        connect_upstream(c);
+        return;
+    }
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    evtimer_add(c->retry_ev, &tv);
+}
+
+/* The next target for a retry (the same one after a stale connection), or NULL. */
+static struct tp_target *retry_target(struct tp_conn *c, bool stale)
+{
+    return stale ? c->req.target
+                 : pick_target(c->req.service->upstream, c->w->id, c->req.tried_mask, &c->req);
+}
+
+/*
+ * The upstream connection failed before any response byte reached the client. Retry when the
+ * policy allows (retry_allowed), else answer 502 (504 for a timeout). Mid-response the client
+ * connection is closed: the truncation is visible to it.
+ */
 static void upstream_failed(struct tp_conn *c, bool connect_failure, bool timeout)
 {
     struct tp_request *req = &c->req;
@@ -441,31 +567,23 @@ static void upstream_failed(struct tp_conn *c, bool connect_failure, bool timeou
     bool reused = u && u->reused;
     bool nothing_back = !u || evbuffer_get_length(u->in) == 0;
     if (req->resp_started) {
-        /* mid-response: the client sees a truncated message */
         up_detach(c, false);
         req->keepalive = false;
         c->state = TP_CONN_CLOSING;
         return;
     }
-    bool body_untouched = req->req_framing == TP_HTTP_BODY_NONE || req->body_in == 0;
-    bool may_retry = !timeout && nothing_back && body_untouched &&
-                     (connect_failure || req->idempotent || reused) && !req->upgrade;
+    /* a stale pooled connection says nothing about the target's health */
+    bool stale = reused && !timeout && !connect_failure && nothing_back;
+    if (req->target && !stale)
+        tp_health_passive(req->target->health, req->service->upstream->healthchecks, 0);
+    unsigned cond = connect_failure ? TP_RETRY_CONNECT : timeout ? TP_RETRY_TIMEOUT
+                                                                 : TP_RETRY_RESET;
     up_detach(c, false);
-    if (may_retry && req->tries <= req->service->conf->retries + (reused ? 1 : 0)) {
-        struct tp_target *next = reused ? req->target
-                                        : tp_upstream_pick(req->service->upstream, c->w->id,
-                                                           req->tried_mask);
-        if (next) {
-            atomic_fetch_sub_explicit(&req->target->active, 1, memory_order_relaxed);
-            req->target = next;
-            atomic_fetch_add_explicit(&next->active, 1, memory_order_relaxed);
-            if (tp_proxy_retarget_head(c) != 0) { /* Host names the new target */
-                respond_error(c, 500, "out of memory", true);
-                return;
-            }
-            connect_upstream(c);
-            return;
-        }
+    struct tp_target *next;
+    if ((nothing_back || timeout) && retry_allowed(c, cond, stale) &&
+        (next = retry_target(c, stale)) != NULL) {
+        retry_to(c, next, cond, stale);
+        return;
     }
     if (timeout)
         respond_error(c, 504, "upstream timed out", false);
@@ -617,6 +735,7 @@ static bool read_response_head(struct tp_conn *c)
     if (rc < 0) {
         tp_log(TP_LOG_WARN, "request %s: invalid response from %s", req->request_id,
                req->target->addr_text);
+        tp_health_passive(req->target->health, req->service->upstream->healthchecks, 0);
         respond_error(c, 502, "invalid response from upstream", false);
         return false;
     }
@@ -637,6 +756,16 @@ static bool read_response_head(struct tp_conn *c)
     }
     if (msg.status == 101 && !req->upgrade) {
         respond_error(c, 502, "unexpected 101 from upstream", false);
+        return false;
+    }
+    tp_health_passive(req->target->health, req->service->upstream->healthchecks, msg.status);
+    unsigned cond = msg.status == 502 ? TP_RETRY_502 : msg.status == 503 ? TP_RETRY_503
+                  : msg.status == 504 ? TP_RETRY_504 : 0;
+    struct tp_target *next;
+    if (cond && retry_allowed(c, cond, false) && (next = retry_target(c, false)) != NULL) {
+        /* nothing of this answer has reached the client: drop it and try another target */
+        up_detach(c, false);
+        retry_to(c, next, cond, false);
         return false;
     }
     plan_response(c, &msg);
@@ -868,6 +997,8 @@ static void update_upstream_timer(struct tp_conn *c)
         k = TP_T_UP_WRITE, ms = svc->write_timeout_ms;
     else if (!c->req.resp_done)
         k = TP_T_UP_READ, ms = svc->read_timeout_ms;
+    if (k == TP_T_UP_READ && !c->req.resp_head_done && svc->retry_timeout_ms)
+        ms = TP_MIN(ms, svc->retry_timeout_ms); /* per-try wait for the answer */
     arm_timer(&u->tmo, k, ms, u->progress);
     u->progress = false;
 }

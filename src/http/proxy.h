@@ -159,7 +159,11 @@ struct tp_request {
     struct tp_http_chunked resp_chunked;
     uint64_t bytes_in, bytes_out, body_in, resp_body_out;
     int tries;                    /* attempts made */
+    int retries_done;             /* of which were retries counted against retries/budget */
+    bool counted, is_retry;       /* in upstream->requests / ->retrying */
     uint64_t tried_mask;
+    uint64_t hash_key;            /* consistent-hashing key of this request */
+    bool has_hash_key;
     bool idempotent, is_head, upgrade, expect_continue, te_trailers;
     bool keepalive;               /* keep the client connection after this request */
     bool req_body_done, resp_head_done, resp_done, resp_chunked_out, resp_started;
@@ -182,6 +186,7 @@ struct tp_conn {
     uint32_t read_hint;           /* next read size (adaptive) */
     struct tp_wsnap *ws;          /* held while the connection lives (limits) */
     struct tp_upconn *up;
+    struct event *retry_ev;       /* back-off before a retry; created on first use */
     struct tp_request req;
     struct tp_conn *prev, *next;
 };
@@ -232,9 +237,15 @@ void tp_proxy_client_ip(struct tp_conn *c, const struct tp_config *cfg,
                         const struct tp_http_message *msg, bool *trusted);
 
 /* balancer.c */
-/** Pick a target of u for worker worker_id, skipping targets whose index bit (< 64) is set in
- *  exclude_mask and weight-0 targets. NULL when none is usable. */
-struct tp_target *tp_upstream_pick(struct tp_upstream *u, int worker_id, uint64_t exclude_mask);
+/** Pick a target of u for worker worker_id (0 <= worker_id < the snapshot's nworkers),
+ *  skipping targets whose index bit (< 64) is set in exclude_mask, weight-0 targets and
+ *  targets whose health is down. hash is the request's consistent-hashing key
+ *  (tp_upstream_hash_key, src/upstream/hash_key.h), valid when has_hash; only
+ *  consistent-hashing reads it (without a key it balances round-robin). Pass the same key on
+ *  a retry, with the tried targets in exclude_mask: the next distinct usable target clockwise
+ *  on the ring is chosen. NULL when no target is usable. */
+struct tp_target *tp_upstream_pick(struct tp_upstream *u, int worker_id, uint64_t exclude_mask,
+                                   uint64_t hash, bool has_hash);
 
 /* pool.c */
 /** The worker's pool for t's address (created on first use, cached in t->pools[w->id]).

@@ -400,7 +400,7 @@ static void test_unknown_keys(void **state)
                   "        wat: 1\n"
                   "upstreams:\n"
                   "  - name: u\n"
-                  "    healthchecks: {}\n"
+                  "    healthchecks: {bogus_check: 1}\n"
                   "    targets:\n"
                   "      - target: a:1\n"
                   "        extra: 3\n"
@@ -409,7 +409,7 @@ static void test_unknown_keys(void **state)
                   "t.yaml:1:1: unknown key \"foo\" in the top-level mapping\n"
                   "t.yaml:5:5: unknown key \"bogus\" in service\n"
                   "t.yaml:8:9: unknown key \"wat\" in route\n"
-                  "t.yaml:11:5: unknown key \"healthchecks\" in upstream\n"
+                  "t.yaml:11:20: unknown key \"bogus_check\" in healthchecks\n"
                   "t.yaml:14:9: unknown key \"extra\" in target\n"
                   "t.yaml:16:3: unknown key \"nope\" in limits\n");
 }
@@ -976,7 +976,7 @@ static void test_upstream_errors(void **state)
                   "        weight: \"5\"\n"
                   "      - bad\n",
                   "t.yaml:3:16: \"algorithm\" must be one of: round-robin, weighted-round-robin, "
-                  "least-connections\n"
+                  "least-connections, consistent-hashing, random-two-choices\n"
                   "t.yaml:4:26: \"keepalive_pool_size\" must be between 0 and 10000\n"
                   "t.yaml:5:29: \"keepalive_idle_timeout\" must be between 1 and 86400000\n"
                   "t.yaml:7:17: invalid target \"::1\": IPv6 addresses must be written in "
@@ -994,6 +994,107 @@ static void test_upstream_errors(void **state)
     assert_int_equal(cfg->upstreams[0].keepalive_idle_ms, TP_DEFAULT_KEEPALIVE_IDLE_MS);
     assert_int_equal(cfg->upstreams[0].num_targets, 0);
     tp_config_free(cfg);
+}
+
+static void test_upstream_hashing(void **state)
+{
+    (void)state;
+    struct tp_config *cfg = load_ok("upstreams:\n"
+                                    "  - name: a\n"
+                                    "    algorithm: consistent-hashing\n"
+                                    "    hash_on: header\n"
+                                    "    hash_on_header: X-User\n"
+                                    "    hash_fallback: cookie\n"
+                                    "    hash_on_cookie: Session\n"
+                                    "  - name: b\n"
+                                    "    algorithm: consistent-hashing\n"
+                                    "    hash_on: query_arg\n"
+                                    "    hash_on_query_arg: uid\n"
+                                    "    hash_fallback: query_arg\n"
+                                    "    hash_fallback_query_arg: user\n"
+                                    "  - name: c\n"
+                                    "    algorithm: random-two-choices\n"
+                                    "  - {name: d, algorithm: consistent-hashing, hash_on: ip,\n"
+                                    "     hash_fallback: header, hash_fallback_header: X-Id}\n");
+    const struct tp_conf_upstream *u = &cfg->upstreams[0];
+    assert_int_equal(u->algorithm, TP_LB_CONSISTENT_HASHING);
+    assert_int_equal(u->hash_on, TP_HASH_HEADER);
+    assert_string_equal(u->hash_on_header, "x-user"); /* lower-cased */
+    assert_int_equal(u->hash_fallback, TP_HASH_COOKIE);
+    assert_string_equal(u->hash_on_cookie, "Session"); /* cookie names keep their case */
+    u = &cfg->upstreams[1];
+    assert_int_equal(u->hash_on, TP_HASH_QUERY_ARG);
+    assert_string_equal(u->hash_on_query_arg, "uid");
+    assert_string_equal(u->hash_fallback_query_arg, "user");
+    u = &cfg->upstreams[2];
+    assert_int_equal(u->algorithm, TP_LB_RANDOM_TWO_CHOICES);
+    assert_int_equal(u->hash_on, TP_HASH_NONE);
+    assert_int_equal(u->hash_fallback, TP_HASH_NONE);
+    assert_string_equal(u->hash_on_header, "");
+    u = &cfg->upstreams[3];
+    assert_int_equal(u->hash_on, TP_HASH_IP);
+    assert_int_equal(u->hash_fallback, TP_HASH_HEADER);
+    assert_string_equal(u->hash_fallback_header, "x-id");
+    tp_config_free(cfg);
+    /* consistent-hashing without hash_on is allowed (Kong): round-robin, as without a key */
+    cfg = load_ok("upstreams: [{name: a, algorithm: consistent-hashing, hash_on: path}]\n");
+    assert_int_equal(cfg->upstreams[0].hash_on, TP_HASH_PATH);
+    tp_config_free(cfg);
+}
+
+static void test_upstream_hashing_errors(void **state)
+{
+    (void)state;
+    expect_errors("upstreams:\n"
+                  "  - name: a\n"
+                  "    algorithm: consistent-hashing\n"
+                  "    hash_on: consumer\n"
+                  "  - name: b\n"
+                  "    algorithm: consistent-hashing\n"
+                  "    hash_on: header\n"
+                  "    hash_fallback: query_arg\n"
+                  "  - name: c\n"
+                  "    hash_on: ip\n"
+                  "  - name: d\n"
+                  "    algorithm: consistent-hashing\n"
+                  "    hash_fallback: ip\n"
+                  "  - name: e\n"
+                  "    algorithm: consistent-hashing\n"
+                  "    hash_on: path\n"
+                  "    hash_fallback: path\n"
+                  "  - name: f\n"
+                  "    algorithm: consistent-hashing\n"
+                  "    hash_on: cookie\n"
+                  "    hash_on_cookie: \"a b\"\n"
+                  "    hash_on_header: \"x:y\"\n"
+                  "    hash_on_query_arg: \"a&b\"\n"
+                  "    hash_fallback: uri_capture\n"
+                  "  - name: g\n"
+                  "    algorithm: consistent-hashing\n"
+                  "    hash_on: header\n"
+                  "    hash_on_header: x-a\n"
+                  "    hash_fallback: header\n"
+                  "    hash_fallback_header: X-A\n"
+                  "  - name: h\n"
+                  "    algorithm: consistent-hashing\n"
+                  "    hash_on: query_arg\n"
+                  "    hash_on_query_arg: "
+                  "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                  "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n",
+                  "t.yaml:4:14: \"hash_on\": consumer is not supported yet (no consumers exist)\n"
+                  "t.yaml:7:14: \"hash_on_header\" is required when \"hash_on\" is header\n"
+                  "t.yaml:8:20: \"hash_fallback_query_arg\" is required when \"hash_fallback\" is "
+                  "query_arg\n"
+                  "t.yaml:10:14: \"hash_on\" needs \"algorithm: consistent-hashing\"\n"
+                  "t.yaml:13:20: \"hash_fallback\" needs \"hash_on\" to be set\n"
+                  "t.yaml:17:20: \"hash_fallback\" must differ from \"hash_on\"\n"
+                  "t.yaml:21:21: invalid cookie name \"a b\" in \"hash_on_cookie\"\n"
+                  "t.yaml:22:21: invalid header name \"x:y\" in \"hash_on_header\"\n"
+                  "t.yaml:23:24: invalid query argument name \"a&b\" in \"hash_on_query_arg\"\n"
+                  "t.yaml:24:20: \"hash_fallback\" must be one of: none, ip, header, cookie, path, "
+                  "query_arg\n"
+                  "t.yaml:29:20: \"hash_fallback_header\" must differ from \"hash_on_header\"\n"
+                  "t.yaml:34:24: \"hash_on_query_arg\" is longer than 127 bytes\n");
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1072,6 +1173,8 @@ int main(void)
         cmocka_unit_test(test_route_headers_and_query),
         cmocka_unit_test(test_route_protocols_and_priority),
         cmocka_unit_test(test_upstream_errors),
+        cmocka_unit_test(test_upstream_hashing),
+        cmocka_unit_test(test_upstream_hashing_errors),
         cmocka_unit_test(test_yaml_syntax_errors),
         cmocka_unit_test(test_yaml_aliases),
         cmocka_unit_test(test_many_errors_in_one_pass),

@@ -1,0 +1,253 @@
+/*
+ * The status endpoint: GET /status → JSON. One short request per connection (Connection:
+ * close), requests parsed with the same strict parser as the proxy, at most 8 KiB of head and
+ * 2 s to send it.
+ */
+#include "turnpike/status.h"
+#include "turnpike/health.h"
+#include "turnpike/http.h"
+#include "turnpike/log.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <netdb.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define STATUS_HEAD_MAX 8192
+
+struct status_conn {
+    struct tp_status_server *srv;
+    int fd;
+    struct event *ev;
+    char buf[STATUS_HEAD_MAX];
+    size_t len;
+    struct status_conn *next;
+};
+
+struct tp_status_server {
+    struct event_base *base;
+    int fd;
+    struct event *accept_ev;
+    struct tp_snapshot *const *live;
+    struct status_conn *conns;
+};
+
+static void json_key_str(struct tp_strbuf *b, const char *key, const char *v, bool comma)
+{
+    if (comma)
+        tp_strbuf_append(b, ",", 1);
+    tp_strbuf_append(b, "\"", 1);
+    tp_strbuf_puts(b, key);
+    tp_strbuf_puts(b, "\":\"");
+    tp_strbuf_json_str(b, v, strlen(v));
+    tp_strbuf_append(b, "\"", 1);
+}
+
+static void json_key_num(struct tp_strbuf *b, const char *key, unsigned long long v)
+{
+    tp_strbuf_puts(b, ",\"");
+    tp_strbuf_puts(b, key);
+    tp_strbuf_puts(b, "\":");
+    tp_strbuf_putu(b, v);
+}
+
+static const char *health_word(const struct tp_target *t)
+{
+    if (!t->health)
+        return "untracked";
+    return tp_health_up(t->health) ? "healthy" : "unhealthy";
+}
+
+int tp_status_json(const struct tp_snapshot *snap, struct tp_strbuf *b)
+{
+    static const char *const algorithms[] = {"round-robin", "weighted-round-robin",
+                                             "least-connections", "consistent-hashing",
+                                             "random-two-choices"};
+    tp_strbuf_puts(b, "{\"generation\":");
+    tp_strbuf_putu(b, snap->generation);
+    tp_strbuf_puts(b, ",\"upstreams\":[");
+    for (size_t i = 0; i < snap->num_upstreams; i++) {
+        const struct tp_upstream *u = &snap->upstreams[i];
+        tp_strbuf_puts(b, i ? ",{" : "{");
+        json_key_str(b, "name", u->name, false);
+        json_key_str(b, "algorithm",
+                     (size_t)u->algorithm < TP_ARRAY_LEN(algorithms) ? algorithms[u->algorithm]
+                                                                     : "other",
+                     true);
+        tp_strbuf_puts(b, ",\"targets\":[");
+        for (size_t j = 0; j < u->num_targets; j++) {
+            const struct tp_target *t = &u->targets[j];
+            tp_strbuf_puts(b, j ? ",{" : "{");
+            json_key_str(b, "target", t->name, false);
+            json_key_str(b, "address", t->addr_text, true);
+            json_key_num(b, "weight", t->weight);
+            json_key_str(b, "health", health_word(t), true);
+            int active = atomic_load_explicit(&((struct tp_target *)t)->active,
+                                              memory_order_relaxed);
+            json_key_num(b, "in_flight", active > 0 ? (unsigned)active : 0);
+            json_key_num(b, "ejections",
+                         t->health ? atomic_load(&((struct tp_health *)t->health)->ejections) : 0);
+            tp_strbuf_append(b, "}", 1);
+        }
+        tp_strbuf_puts(b, "]}");
+    }
+    return tp_strbuf_puts(b, "]}");
+}
+
+static void conn_close(struct status_conn *c)
+{
+    for (struct status_conn **pp = &c->srv->conns; *pp; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    }
+    event_free(c->ev);
+    close(c->fd);
+    free(c);
+}
+
+static void answer(struct status_conn *c, int status, const char *body, size_t blen)
+{
+    struct tp_strbuf b = {.max = 1u << 24};
+    char num[20];
+    tp_strbuf_puts(&b, "HTTP/1.1 ");
+    tp_strbuf_putu(&b, (unsigned)status);
+    tp_strbuf_append(&b, " ", 1);
+    tp_strbuf_puts(&b, tp_http_reason(status));
+    tp_strbuf_puts(&b, "\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
+                       "Connection: close\r\nContent-Length: ");
+    tp_strbuf_append(&b, num, tp_fmt_u64(num, blen));
+    tp_strbuf_puts(&b, "\r\n\r\n");
+    tp_strbuf_append(&b, body, blen);
+    /* small answers: one blocking-style loop on a non-blocking socket, bounded by its size */
+    size_t off = 0;
+    while (b.ptr && off < b.len) {
+        ssize_t n = write(c->fd, b.ptr + off, b.len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        off += (size_t)n;
+    }
+    tp_strbuf_free(&b);
+}
+
+static void conn_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct status_conn *c = arg;
+    if (what & EV_TIMEOUT) {
+        conn_close(c);
+        return;
+    }
+    ssize_t n = read(fd, c->buf + c->len, sizeof(c->buf) - c->len);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        conn_close(c);
+        return;
+    }
+    c->len += (size_t)n;
+    struct tp_http_header headers[64];
+    struct tp_http_message msg = {.headers = headers};
+    struct tp_http_limits lim = {STATUS_HEAD_MAX, 64, 2048, STATUS_HEAD_MAX};
+    int status = 400;
+    int rc = tp_http_parse_request(c->buf, c->len, &msg, &lim, &status);
+    if (rc == TP_EAGAIN && c->len < sizeof(c->buf))
+        return;
+    if (rc < 0) {
+        static const char bad[] = "{\"message\":\"malformed request\"}\n";
+        answer(c, rc == TP_EAGAIN ? 431 : status, bad, sizeof(bad) - 1);
+    } else if (!TP_SLICE_IEQ(msg.method, "GET") && !TP_SLICE_IEQ(msg.method, "HEAD")) {
+        static const char no[] = "{\"message\":\"method not allowed\"}\n";
+        answer(c, 405, no, sizeof(no) - 1);
+    } else if (msg.path.len == 7 && memcmp(msg.path.ptr, "/status", 7) == 0) {
+        struct tp_strbuf b = {.max = 1u << 24};
+        int jr = tp_status_json(*c->srv->live, &b);
+        if (jr == 0 && tp_strbuf_append(&b, "\n", 1) == 0)
+            answer(c, 200, b.ptr, b.len);
+        else
+            answer(c, 500, "{\"message\":\"status too large\"}\n", 31);
+        tp_strbuf_free(&b);
+    } else {
+        static const char nf[] = "{\"message\":\"not found\"}\n";
+        answer(c, 404, nf, sizeof(nf) - 1);
+    }
+    conn_close(c);
+}
+
+static void accept_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct tp_status_server *s = arg;
+    int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (cfd < 0)
+        return;
+    struct status_conn *c = calloc(1, sizeof(*c));
+    if (c)
+        c->ev = event_new(s->base, cfd, EV_READ | EV_PERSIST, conn_cb, c);
+    struct timeval tv = {2, 0};
+    if (!c || !c->ev || event_add(c->ev, &tv) != 0) {
+        if (c && c->ev)
+            event_free(c->ev);
+        free(c);
+        close(cfd);
+        return;
+    }
+    c->srv = s;
+    c->fd = cfd;
+    c->next = s->conns;
+    s->conns = c;
+}
+
+struct tp_status_server *tp_status_start(struct event_base *base, const struct tp_conf_listen *l,
+                                         struct tp_snapshot *const *live)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char port[8];
+    snprintf(port, sizeof(port), "%u", (unsigned)l->port);
+    if (getaddrinfo(l->host, port, &hints, &res) != 0 || !res) {
+        tp_log(TP_LOG_ERROR, "status_listen %s:%u: cannot resolve", l->host, l->port);
+        return NULL;
+    }
+    int one = 1;
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 64) < 0) {
+        tp_log(TP_LOG_ERROR, "status_listen %s:%u: %s", l->host, l->port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(res);
+        return NULL;
+    }
+    freeaddrinfo(res);
+    struct tp_status_server *s = calloc(1, sizeof(*s));
+    if (s) {
+        s->base = base;
+        s->fd = fd;
+        s->live = live;
+        s->accept_ev = event_new(base, fd, EV_READ | EV_PERSIST, accept_cb, s);
+    }
+    if (!s || !s->accept_ev || event_add(s->accept_ev, NULL) != 0) {
+        if (s && s->accept_ev)
+            event_free(s->accept_ev);
+        free(s);
+        close(fd);
+        return NULL;
+    }
+    return s;
+}
+
+void tp_status_stop(struct tp_status_server *s)
+{
+    if (!s)
+        return;
+    while (s->conns)
+        conn_close(s->conns);
+    event_free(s->accept_ev);
+    close(s->fd);
+    free(s);
+}
