@@ -62,6 +62,13 @@ struct tp_conf_cond {            /* headers / query: name → accepted values */
     struct tp_conf_mark mark;
 };
 
+/** One share of a route's traffic split (canary): routes[].split[]. */
+struct tp_conf_split {
+    char *service;       /* a service name */
+    uint32_t weight;     /* relative share, default 1; 0 = none */
+    struct tp_conf_mark mark;
+};
+
 struct tp_conf_route {
     char *name;
     char **hosts;   size_t num_hosts;
@@ -73,6 +80,9 @@ struct tp_conf_route {
     bool strip_path;     /* default true, as in Kong */
     bool preserve_host;  /* default false */
     bool retry_non_idempotent; /* default false: only idempotent methods are retried */
+    struct tp_conf_split *split; size_t num_split; /* split: weighted services, else none */
+    char *split_header;  /* split_sticky.header: same value → same share */
+    char *split_cookie;  /* split_sticky.cookie */
     struct tp_conf_mark mark;
 };
 

@@ -75,6 +75,11 @@ struct tp_service {
 struct tp_route {
     const struct tp_conf_route *conf;
     struct tp_service *service;
+    /* traffic split (canary): share i goes to split_services[i] when the draw falls below
+     * split_cumulative[i]; num_split 0 = everything to `service` */
+    struct tp_service **split_services;
+    uint32_t *split_cumulative;
+    size_t num_split;
 };
 
 struct tp_snapshot {

@@ -291,6 +291,62 @@ static void parse_query(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *v
     r->query = parse_conds(ctx, key, value, false, &r->num_query);
 }
 
+/* split: [{service: NAME, weight: N}] (services are resolved when the snapshot is built). */
+static const struct tp__cfg_directive split_keys[] = {
+    TP__CFG_STRING_KEY("service", struct tp_conf_split, service, NULL),
+    TP__CFG_UINT_KEY("weight", struct tp_conf_split, weight, 0, 1000000, 1),
+};
+
+TP__CFG_TABLE_CHECK(split_keys);
+
+static const struct tp__cfg_schema split_schema = {
+    .what = "split",
+    .keys = split_keys,
+    .num_keys = TP_ARRAY_LEN(split_keys),
+    .size = sizeof(struct tp_conf_split),
+    .mark_offset = offsetof(struct tp_conf_split, mark),
+};
+
+static void parse_split(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)
+{
+    struct tp_conf_route *r = obj;
+    r->split = tp__cfg_list(ctx, key, value, &split_schema, &r->num_split);
+    uint64_t total = 0;
+    for (size_t i = 0; i < r->num_split; i++) {
+        if (!r->split[i].service)
+            tp__cfg_error(ctx, value, "every \"%s\" entry needs a \"service\"", key);
+        total += r->split[i].weight;
+    }
+    if (r->num_split && total == 0)
+        tp__cfg_error(ctx, value, "the weights of \"%s\" add up to 0", key);
+}
+
+/* split_sticky: {header: NAME} or {cookie: NAME} */
+static const struct tp__cfg_directive sticky_keys[] = {
+    TP__CFG_STRING_KEY("header", struct tp_conf_route, split_header, NULL),
+    TP__CFG_STRING_KEY("cookie", struct tp_conf_route, split_cookie, NULL),
+};
+
+TP__CFG_TABLE_CHECK(sticky_keys);
+
+static const struct tp__cfg_schema sticky_schema = {
+    .what = "split_sticky",
+    .keys = sticky_keys,
+    .num_keys = TP_ARRAY_LEN(sticky_keys),
+    .mark_offset = -1,
+};
+
+static void parse_sticky(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                         void *obj)
+{
+    struct tp_conf_route *r = obj;
+    tp__cfg_object(ctx, &sticky_schema, value, r);
+    if (r->split_header && r->split_cookie)
+        tp__cfg_error(ctx, value, "\"%s\" takes a header or a cookie, not both", key);
+    else if (!r->split_header && !r->split_cookie)
+        tp__cfg_error(ctx, value, "\"%s\" needs a \"header\" or a \"cookie\"", key);
+}
+
 static const struct tp__cfg_directive route_keys[] = {
     TP__CFG_CUSTOM_KEY("name", parse_route_name, false),
     TP__CFG_CUSTOM_KEY("hosts", parse_hosts, false),
@@ -302,6 +358,8 @@ static const struct tp__cfg_directive route_keys[] = {
     TP__CFG_BOOL_KEY("strip_path", struct tp_conf_route, strip_path, true),
     TP__CFG_BOOL_KEY("preserve_host", struct tp_conf_route, preserve_host, false),
     TP__CFG_BOOL_KEY("retry_non_idempotent", struct tp_conf_route, retry_non_idempotent, false),
+    TP__CFG_CUSTOM_KEY("split", parse_split, false),
+    TP__CFG_CUSTOM_KEY("split_sticky", parse_sticky, false),
     TP__CFG_CUSTOM_KEY("protocols", parse_protocols, false),
 };
 

@@ -673,6 +673,11 @@ static void free_service(struct tp_conf_service *s)
         free_strings(r->methods, r->num_methods);
         free_conds(r->headers, r->num_headers);
         free_conds(r->query, r->num_query);
+        for (size_t k = 0; r->split && k < r->num_split; k++)
+            free(r->split[k].service);
+        free(r->split);
+        free(r->split_header);
+        free(r->split_cookie);
     }
     free(s->routes);
     free(s->name);

@@ -183,6 +183,40 @@ static struct tp_route_cond *conds_of(const struct tp_conf_cond *c, size_t n)
     return out;
 }
 
+static struct tp_service *find_service(struct tp_snapshot *s, const char *name)
+{
+    for (size_t i = 0; i < s->num_services; i++)
+        if (strcmp(s->services[i].conf->name, name) == 0)
+            return &s->services[i];
+    return NULL;
+}
+
+/* Resolve a route's split shares to services, with cumulative weights for the draw. */
+static int build_split(struct tp_snapshot *s, struct tp_route *rt, FILE *errors)
+{
+    const struct tp_conf_route *cr = rt->conf;
+    if (cr->num_split == 0)
+        return 0;
+    rt->split_services = calloc(cr->num_split, sizeof(*rt->split_services));
+    rt->split_cumulative = calloc(cr->num_split, sizeof(*rt->split_cumulative));
+    if (!rt->split_services || !rt->split_cumulative)
+        return TP_ENOMEM;
+    uint32_t total = 0;
+    int rc = 0;
+    for (size_t k = 0; k < cr->num_split; k++) {
+        rt->split_services[k] = find_service(s, cr->split[k].service);
+        if (!rt->split_services[k]) {
+            report(errors, s->config, cr->split[k].mark, "split: no service named ",
+                   cr->split[k].service);
+            rc = TP_EINVAL;
+        }
+        total += cr->split[k].weight;
+        rt->split_cumulative[k] = total;
+    }
+    rt->num_split = cr->num_split;
+    return rc;
+}
+
 static int build_routes(struct tp_snapshot *s, FILE *errors)
 {
     struct tp_config *cfg = s->config;
@@ -201,6 +235,10 @@ static int build_routes(struct tp_snapshot *s, FILE *errors)
             struct tp_route *rt = &s->routes[s->num_routes++];
             rt->conf = cr;
             rt->service = &s->services[i];
+            int src = build_split(s, rt, errors);
+            if (src == TP_ENOMEM)
+                return src;
+            nerr += src != 0;
             struct tp_route_cond *hc = conds_of(cr->headers, cr->num_headers);
             struct tp_route_cond *qc = conds_of(cr->query, cr->num_query);
             struct tp_route_spec spec = {
@@ -328,6 +366,10 @@ void tp_snapshot_unref(struct tp_snapshot *s)
         free_upstream(&s->upstreams[i]);
     free(s->upstreams);
     free(s->services);
+    for (size_t i = 0; s->routes && i < s->num_routes; i++) {
+        free(s->routes[i].split_services);
+        free(s->routes[i].split_cumulative);
+    }
     free(s->routes);
     tp_router_free(s->router);
     tp_config_free(s->config);

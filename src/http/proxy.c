@@ -326,6 +326,35 @@ static struct tp_target *pick_target(struct tp_upstream *u, int wid, uint64_t tr
     return NULL;
 }
 
+/*
+ * The service of a matched route: the route's own, or one share of its traffic split drawn by
+ * weight — from the sticky header or cookie when the request has it (the same value always
+ * lands on the same share), else at random.
+ */
+static struct tp_service *split_service(struct tp_conn *c, const struct tp_route *rt,
+                                        const struct tp_http_message *msg)
+{
+    if (rt->num_split == 0)
+        return rt->service;
+    const struct tp_conf_route *cr = rt->conf;
+    uint64_t key = 0;
+    bool sticky = false;
+    if (cr->split_header)
+        sticky = tp_request_key(TP_HASH_HEADER, tp_slice_cstr(cr->split_header), msg, NULL,
+                                NULL, &key);
+    else if (cr->split_cookie)
+        sticky = tp_request_key(TP_HASH_COOKIE, tp_slice_cstr(cr->split_cookie), msg, NULL,
+                                NULL, &key);
+    if (!sticky)
+        key = tp_worker_random(c->w);
+    uint32_t total = rt->split_cumulative[rt->num_split - 1];
+    uint32_t draw = (uint32_t)(key % total);
+    for (size_t i = 0; i < rt->num_split; i++)
+        if (draw < rt->split_cumulative[i])
+            return rt->split_services[i];
+    return rt->split_services[rt->num_split - 1];
+}
+
 /* Route the parsed request and start proxying it. Returns false if an error was queued. */
 static bool start_request(struct tp_conn *c, const struct tp_http_message *msg)
 {
@@ -394,7 +423,7 @@ static bool start_request(struct tp_conn *c, const struct tp_http_message *msg)
     if (rc != 0)
         return respond_error(c, 404, "no route matched", false), false;
     req->route = m.udata;
-    req->service = req->route->service;
+    req->service = split_service(c, req->route, msg);
 
     if (msg->framing == TP_HTTP_BODY_CHUNKED && !te_is_plain_chunked(msg))
         return respond_error(c, 501, "transfer coding not implemented", true), false;

@@ -295,6 +295,12 @@ static bool key_of(enum tp_hash_on on, struct tp_slice name, const struct tp_htt
     }
 }
 
+bool tp_request_key(enum tp_hash_on on, struct tp_slice name, const struct tp_http_message *msg,
+                    const char *client_ip, const char *norm_path, uint64_t *out)
+{
+    return key_of(on, name, msg, client_ip, norm_path, out);
+}
+
 bool tp_upstream_hash_key(const struct tp_upstream *u, const struct tp_http_message *msg,
                           const char *client_ip, const char *norm_path, uint64_t *out)
 {

@@ -44,6 +44,14 @@ int tp_upstream_ring_build(struct tp_upstream *u);
 void tp_upstream_ring_free(struct tp_upstream *u);
 
 /**
+ * The 64-bit key of one request property (`on`: ip, header, cookie, path or query_arg; `name`
+ * names the header, cookie or argument). Used by consistent-hashing and sticky traffic splits.
+ * @return true and *out, or false when the request lacks that property.
+ */
+bool tp_request_key(enum tp_hash_on on, struct tp_slice name, const struct tp_http_message *msg,
+                    const char *client_ip, const char *norm_path, uint64_t *out);
+
+/**
  * The consistent-hashing key of a request for upstream u, from u->hash_on (and its name):
  *   ip         the client_ip text;
  *   header     every value of the named header (name compared case-insensitively), in field
