@@ -83,6 +83,8 @@ struct tp_conf_route {
     struct tp_conf_split *split; size_t num_split; /* split: weighted services, else none */
     char *split_header;  /* split_sticky.header: same value → same share */
     char *split_cookie;  /* split_sticky.cookie */
+    char *mirror;        /* mirror: a service receiving a copy of each request */
+    struct tp_conf_mark mirror_mark;
     struct tp_conf_mark mark;
 };
 

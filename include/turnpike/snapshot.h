@@ -80,6 +80,7 @@ struct tp_route {
     struct tp_service **split_services;
     uint32_t *split_cumulative;
     size_t num_split;
+    struct tp_service *mirror;    /* shadow service receiving a copy of each request, or NULL */
 };
 
 struct tp_snapshot {

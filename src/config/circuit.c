@@ -24,6 +24,7 @@
 #define CIRCUIT_MAX_TRIALS 1000        /* half_open_requests */
 #define CIRCUIT_MAX_CONCURRENT 1000000 /* max_requests, max_pending */
 
+/* clang-format off */
 #define CIRCUIT_COMMON_KEYS                                                                   \
     TP__CFG_UINT_KEY("failure_ratio", struct tp_conf_circuit, failure_ratio, 0, 100, 50),     \
     TP__CFG_UINT_KEY("failure_count", struct tp_conf_circuit, failure_count, 0,               \
@@ -37,11 +38,12 @@
                      CIRCUIT_MAX_TRIALS, 3),                                                  \
     TP__CFG_UINT_KEY("max_requests", struct tp_conf_circuit, max_requests, 0,                 \
                      CIRCUIT_MAX_CONCURRENT, 0)
+/* clang-format on */
 
 static const struct tp__cfg_directive upstream_circuit_keys[] = {
     CIRCUIT_COMMON_KEYS,
-    TP__CFG_UINT_KEY("max_pending", struct tp_conf_circuit, max_pending, 0,
-                     CIRCUIT_MAX_CONCURRENT, 0),
+    TP__CFG_UINT_KEY("max_pending", struct tp_conf_circuit, max_pending, 0, CIRCUIT_MAX_CONCURRENT,
+                     0),
 };
 
 TP__CFG_TABLE_CHECK(upstream_circuit_keys);
@@ -82,8 +84,8 @@ static void parse_circuit(struct tp__cfg_ctx *ctx, const struct tp__cfg_schema *
     tp__cfg_object(ctx, schema, value, c);
 }
 
-void tp__cfg_parse_upstream_circuit(struct tp__cfg_ctx *ctx, const char *key,
-                                    yaml_node_t *value, void *obj)
+void tp__cfg_parse_upstream_circuit(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                                    void *obj)
 {
     (void)key;
     parse_circuit(ctx, &upstream_circuit_schema, value,

@@ -347,6 +347,14 @@ static void parse_sticky(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *
         tp__cfg_error(ctx, value, "\"%s\" needs a \"header\" or a \"cookie\"", key);
 }
 
+static void parse_mirror(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                         void *obj)
+{
+    struct tp_conf_route *r = obj;
+    if (tp__cfg_string(ctx, key, value, &r->mirror) == 0)
+        r->mirror_mark = tp__cfg_mark(value);
+}
+
 static const struct tp__cfg_directive route_keys[] = {
     TP__CFG_CUSTOM_KEY("name", parse_route_name, false),
     TP__CFG_CUSTOM_KEY("hosts", parse_hosts, false),
@@ -360,6 +368,7 @@ static const struct tp__cfg_directive route_keys[] = {
     TP__CFG_BOOL_KEY("retry_non_idempotent", struct tp_conf_route, retry_non_idempotent, false),
     TP__CFG_CUSTOM_KEY("split", parse_split, false),
     TP__CFG_CUSTOM_KEY("split_sticky", parse_sticky, false),
+    TP__CFG_CUSTOM_KEY("mirror", parse_mirror, false),
     TP__CFG_CUSTOM_KEY("protocols", parse_protocols, false),
 };
 

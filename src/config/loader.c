@@ -678,6 +678,7 @@ static void free_service(struct tp_conf_service *s)
         free(r->split);
         free(r->split_header);
         free(r->split_cookie);
+        free(r->mirror);
     }
     free(s->routes);
     free(s->name);

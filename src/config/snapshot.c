@@ -195,6 +195,10 @@ static struct tp_service *find_service(struct tp_snapshot *s, const char *name)
 static int build_split(struct tp_snapshot *s, struct tp_route *rt, FILE *errors)
 {
     const struct tp_conf_route *cr = rt->conf;
+    if (cr->mirror && !(rt->mirror = find_service(s, cr->mirror))) {
+        report(errors, s->config, cr->mirror_mark, "mirror: no service named ", cr->mirror);
+        return TP_EINVAL;
+    }
     if (cr->num_split == 0)
         return 0;
     rt->split_services = calloc(cr->num_split, sizeof(*rt->split_services));

@@ -402,6 +402,7 @@ static void worker_destroy(struct tp_worker *w)
     }
     free(w->listeners);
     tp_pool_free_all(w);
+    tp_mirror_free_all(w);
     if (w->notify_ev)
         event_free(w->notify_ev);
     if (w->flush_ev)

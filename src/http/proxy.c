@@ -107,6 +107,7 @@ static void request_reset(struct tp_conn *c)
         atomic_fetch_sub_explicit(&req->service->upstream->requests, 1, memory_order_relaxed);
     if (req->is_retry)
         atomic_fetch_sub_explicit(&req->service->upstream->retrying, 1, memory_order_relaxed);
+    tp_mirror_detach(&req->mirror, req->req_body_done);
     tp_worker_snap_release(c->w, req->ws);
     free(req->strings);
     tp_strbuf_free(&req->head);
@@ -451,6 +452,11 @@ static bool start_request(struct tp_conn *c, const struct tp_http_message *msg)
     if (rc != 0)
         return respond_error(c, 500, "out of memory", true), false;
 
+    if (req->route->mirror) {
+        req->mirror = tp_mirror_start(c, req->route->mirror);
+        if (req->mirror && req->req_body_done)
+            tp_mirror_detach(&req->mirror, true);
+    }
     if ((msg->flags & TP_HTTP_F_EXPECT_CONTINUE) && msg->framing != TP_HTTP_BODY_NONE &&
         msg->minor_version == 1 && evbuffer_get_length(c->in) == msg->head_len) {
         /* we answer 100 ourselves and do not forward Expect: exactly one 100 (B45) */
@@ -676,12 +682,27 @@ static int relay_chunked(struct tp_http_chunked *dec, struct evbuffer *src, stru
     return 0;
 }
 
+static void relay_request_bytes(struct tp_conn *c, struct tp_upconn *u);
+
 static void relay_request_body(struct tp_conn *c)
 {
     struct tp_request *req = &c->req;
     struct tp_upconn *u = c->up;
     if (req->req_body_done || !u || !u->connected || req->resp_done)
         return;
+    size_t before = evbuffer_get_length(u->out);
+    relay_request_bytes(c, u);
+    if (req->mirror) {
+        tp_mirror_body(&req->mirror, u->out, before, evbuffer_get_length(u->out) - before);
+        if (req->req_body_done)
+            tp_mirror_detach(&req->mirror, true);
+    }
+}
+
+/* Move request body bytes from the client to the upstream connection (re-framing chunks). */
+static void relay_request_bytes(struct tp_conn *c, struct tp_upconn *u)
+{
+    struct tp_request *req = &c->req;
     if (req->req_framing == TP_HTTP_BODY_LENGTH) {
         size_t n = TP_MIN((uint64_t)evbuffer_get_length(c->in), req->req_remaining);
         if (n) {

@@ -65,6 +65,8 @@ struct tp_worker {
     size_t scratch_cap;
     struct tp_strbuf access_buf;            /* buffered access-log lines */
     struct tp_strbuf head_scratch;          /* response heads are assembled here */
+    struct tp_mirror *mirrors;              /* shadow requests in flight (mirror.c) */
+    unsigned num_mirrors;
     struct event *flush_ev;
     int access_fd;                          /* -1 = off */
     uint64_t rng[2];
@@ -116,6 +118,10 @@ void tp_deadline_clear(struct tp_deadline *d);
  *  moved or was cleared (then it re-arms itself as needed and the callback returns). */
 enum tp_timer_kind tp_deadline_fired(struct tp_deadline *d);
 #define TP_MAX_INTERIM_RESPONSES 16 /* 1xx answers tolerated before the final one */
+#define TP_MIRROR_BODY_MAX (1u << 20) /* bytes of body copied to a shadow service */
+#define TP_MIRROR_MAX 1024            /* mirrors in flight per worker; more are shed */
+
+struct tp_mirror;
 
 struct tp_upconn {
     int fd;
@@ -158,6 +164,7 @@ struct tp_request {
     uint64_t resp_remaining;
     struct tp_http_chunked resp_chunked;
     uint64_t bytes_in, bytes_out, body_in, resp_body_out;
+    struct tp_mirror *mirror;     /* the shadow copy still receiving this request's body */
     int tries;                    /* attempts made */
     int retries_done;             /* of which were retries counted against retries/budget */
     bool counted, is_retry;       /* in upstream->requests / ->retrying */
@@ -235,6 +242,18 @@ int tp_proxy_retarget_head(struct tp_conn *c);
 /** Decide c->req.client_ip through trusted_proxies; *trusted: the peer is a trusted proxy. */
 void tp_proxy_client_ip(struct tp_conn *c, const struct tp_config *cfg,
                         const struct tp_http_message *msg, bool *trusted);
+
+/* mirror.c */
+/** Start a shadow copy of c's request (head already built) to a target of svc. NULL when
+ *  none is started (no target, too many mirrors in flight, ENOMEM): mirroring is best effort. */
+struct tp_mirror *tp_mirror_start(struct tp_conn *c, struct tp_service *svc);
+/** Copy n body bytes found at offset `from` of src to the mirror; a body over
+ *  TP_MIRROR_BODY_MAX abandons the mirror (*mp becomes NULL). */
+void tp_mirror_body(struct tp_mirror **mp, struct evbuffer *src, size_t from, size_t n);
+/** The request no longer feeds the mirror: complete lets it finish, else it is dropped. */
+void tp_mirror_detach(struct tp_mirror **mp, bool complete);
+/** Free every mirror of the worker (exit). */
+void tp_mirror_free_all(struct tp_worker *w);
 
 /* balancer.c */
 /** Pick a target of u for worker worker_id (0 <= worker_id < the snapshot's nworkers),

@@ -15,6 +15,11 @@
  * never repeats: a CAS from a stale word always fails (no ABA), and exactly one thread wins
  * each transition.
  *
+ * Half-open never sticks. done() counts a result only while fewer results than admitted trials
+ * have been counted, so "admitted - counted <= trials still in flight" holds at every step; once
+ * every trial has answered, either they all succeeded (closed, when half_open_requests were
+ * admitted), one failed (open), or slots remain for the next requests.
+ *
  * Window. NUM_BUCKETS buckets of window/NUM_BUCKETS ms, bucket i holding the requests of the
  * bucket periods p with p % NUM_BUCKETS == i. Each bucket is one atomic word with the period it
  * holds (low 26 bits), its requests and its failures, updated by CAS: a bucket found holding an

@@ -219,6 +219,8 @@ static bool key_header(const struct tp_http_message *msg, struct tp_slice name, 
 /* Value of cookie `name` in one Cookie field value (RFC 6265 §4.2.1), or {NULL, 0}. */
 static struct tp_slice cookie_in(struct tp_slice v, struct tp_slice name)
 {
+    if (!v.ptr)
+        return (struct tp_slice){NULL, 0};
     const char *p = v.ptr, *end = v.ptr + v.len;
 
     while (p < end) {
@@ -251,6 +253,8 @@ static bool key_cookie(const struct tp_http_message *msg, struct tp_slice name, 
 
 static bool key_query_arg(struct tp_slice q, struct tp_slice name, uint64_t *out)
 {
+    if (!q.ptr) /* no query: the parser leaves {NULL, 0} */
+        return false;
     const char *p = q.ptr, *end = q.ptr + q.len;
 
     while (p < end) {
