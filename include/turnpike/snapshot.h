@@ -12,6 +12,7 @@
 #include "turnpike/common.h"
 #include "turnpike/config.h"
 #include "turnpike/health.h"
+#include "turnpike/circuit.h"
 #include "turnpike/router.h"
 
 #include <stdatomic.h>
@@ -32,6 +33,8 @@ struct tp_target {
     uint32_t weight;
     atomic_int active;            /* in-flight requests, all workers (least-connections) */
     struct tp_health *health;     /* shared health of this address; NULL = not tracked (up) */
+    struct tp_circuit *circuit;   /* upstream circuit_breaker, per target; NULL = none. Owned
+                                     by the snapshot: a reload starts it closed again */
     struct tp_pool **pools;       /* [nworkers]: slot w written only by worker w */
 };
 
@@ -70,6 +73,7 @@ struct tp_service {
     const struct tp_conf_service *conf;
     struct tp_upstream *upstream;  /* a url with a literal host gets an implicit upstream */
     int host_is_upstream;          /* url host named an upstream (Host comes from the target) */
+    struct tp_circuit *circuit;    /* service circuit_breaker; NULL = none (snapshot-owned) */
 };
 
 struct tp_route {

@@ -1,7 +1,8 @@
 /*
  * turnpike — the status endpoint (issue 3): a small HTTP/1.1 server on `status_listen`, run by
  * the main thread, never on the public port. GET /status answers JSON describing every upstream
- * and target of the live snapshot: health, ejections, in-flight requests.
+ * and target of the live snapshot (health, ejections, in-flight requests, circuit state) and
+ * every service (circuit state).
  */
 #ifndef TURNPIKE_STATUS_H
 #define TURNPIKE_STATUS_H

@@ -135,7 +135,11 @@ static int build_upstreams(struct tp_snapshot *s, FILE *errors)
             if (rc) {
                 report(errors, cfg, ct->mark, "cannot resolve target host ", ct->host);
                 nerr++;
-            } else if (u->healthchecks) {
+            }
+            if (!rc && cu->circuit_breaker &&
+                !(u->targets[j].circuit = tp_circuit_new(cu->circuit_breaker)))
+                return TP_ENOMEM;
+            if (!rc && u->healthchecks) {
                 /* health is per address and outlives this snapshot (reloads keep it) */
                 u->targets[j].health = tp_health_acquire(&u->targets[j].addr,
                                                          u->targets[j].addrlen);
@@ -151,6 +155,8 @@ static int build_upstreams(struct tp_snapshot *s, FILE *errors)
         const struct tp_conf_service *cs = &cfg->services[i];
         struct tp_service *svc = &s->services[i];
         svc->conf = cs;
+        if (cs->circuit_breaker && !(svc->circuit = tp_circuit_new(cs->circuit_breaker)))
+            return TP_ENOMEM;
         const struct tp_conf_upstream *cu = tp_config_find_upstream(cfg, cs->host);
         if (cu) {
             svc->upstream = &s->upstreams[cu - cfg->upstreams];
@@ -350,6 +356,7 @@ static void free_upstream(struct tp_upstream *u)
 {
     for (size_t j = 0; u->targets && j < u->num_targets; j++) {
         tp_health_release(u->targets[j].health);
+        tp_circuit_free(u->targets[j].circuit);
         free(u->targets[j].host);
         free(u->targets[j].name);
         free(u->targets[j].host_header);
@@ -369,6 +376,8 @@ void tp_snapshot_unref(struct tp_snapshot *s)
     for (size_t i = 0; i < s->num_upstreams; i++)
         free_upstream(&s->upstreams[i]);
     free(s->upstreams);
+    for (size_t i = 0; s->services && i < s->num_services; i++)
+        tp_circuit_free(s->services[i].circuit);
     free(s->services);
     for (size_t i = 0; s->routes && i < s->num_routes; i++) {
         free(s->routes[i].split_services);

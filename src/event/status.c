@@ -5,6 +5,8 @@
  */
 #include "turnpike/status.h"
 #include "turnpike/health.h"
+#include "turnpike/circuit.h"
+#include <time.h>
 #include "turnpike/http.h"
 #include "turnpike/log.h"
 
@@ -53,6 +55,13 @@ static void json_key_num(struct tp_strbuf *b, const char *key, unsigned long lon
     tp_strbuf_putu(b, v);
 }
 
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static const char *health_word(const struct tp_target *t)
 {
     if (!t->health)
@@ -89,9 +98,25 @@ int tp_status_json(const struct tp_snapshot *snap, struct tp_strbuf *b)
             json_key_num(b, "in_flight", active > 0 ? (unsigned)active : 0);
             json_key_num(b, "ejections",
                          t->health ? atomic_load(&((struct tp_health *)t->health)->ejections) : 0);
+            if (t->circuit) {
+                json_key_str(b, "circuit", tp_circuit_state_name(t->circuit, mono_ms()), true);
+                json_key_num(b, "pending_connects", tp_circuit_pending(t->circuit));
+            }
             tp_strbuf_append(b, "}", 1);
         }
         tp_strbuf_puts(b, "]}");
+    }
+    tp_strbuf_puts(b, "],\"services\":[");
+    for (size_t i = 0; i < snap->num_services; i++) {
+        const struct tp_service *svc = &snap->services[i];
+        tp_strbuf_puts(b, i ? ",{" : "{");
+        json_key_str(b, "name", svc->conf->name, false);
+        json_key_str(b, "upstream", svc->upstream->name, true);
+        if (svc->circuit) {
+            json_key_str(b, "circuit", tp_circuit_state_name(svc->circuit, mono_ms()), true);
+            json_key_num(b, "in_flight", tp_circuit_in_flight(svc->circuit));
+        }
+        tp_strbuf_append(b, "}", 1);
     }
     return tp_strbuf_puts(b, "]}");
 }

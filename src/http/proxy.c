@@ -107,6 +107,10 @@ static void request_reset(struct tp_conn *c)
         atomic_fetch_sub_explicit(&req->service->upstream->requests, 1, memory_order_relaxed);
     if (req->is_retry)
         atomic_fetch_sub_explicit(&req->service->upstream->retrying, 1, memory_order_relaxed);
+    if (req->held) /* an attempt that ended without an answer we judged (client gone) */
+        tp_circuit_done(req->held, false, tp_now_ms());
+    if (req->svc_circuit)
+        tp_circuit_done(req->service->circuit, req->status >= 500, tp_now_ms());
     tp_mirror_detach(&req->mirror, req->req_body_done);
     tp_worker_snap_release(c->w, req->ws);
     free(req->strings);
@@ -185,10 +189,13 @@ static void respond_error(struct tp_conn *c, int status, const char *message, bo
     if (close_after || !req->req_body_done || !req->keepalive)
         req->keepalive = false;
     size_t before = evbuffer_get_length(c->out);
+    char retry_after[40] = "";
+    if (status == 503 && req->retry_after)
+        snprintf(retry_after, sizeof(retry_after), "Retry-After: %u\r\n", req->retry_after);
     evbuffer_add_printf(c->out,
                         "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-                        "Content-Length: %zu\r\nX-Request-ID: %s\r\n%s\r\n",
-                        status, tp_http_reason(status), body.len, req->request_id,
+                        "Content-Length: %zu\r\nX-Request-ID: %s\r\n%s%s\r\n",
+                        status, tp_http_reason(status), body.len, req->request_id, retry_after,
                         req->keepalive ? "" : "Connection: close\r\n");
     if (!req->is_head)
         evbuffer_add(c->out, body.ptr, body.len);
@@ -328,6 +335,47 @@ static struct tp_target *pick_target(struct tp_upstream *u, int wid, uint64_t tr
 }
 
 /*
+ * A target the balancer picks and whose circuit breaker admits the request (tried targets and
+ * refusing breakers are skipped in turn). *admitted receives the breaker to release with
+ * target_done(), or NULL. On NULL with every candidate refused by an open breaker,
+ * c->req.retry_after holds the soonest Retry-After.
+ */
+static struct tp_target *acquire_target(struct tp_conn *c, uint64_t tried,
+                                        struct tp_circuit **admitted)
+{
+    struct tp_request *req = &c->req;
+    struct tp_upstream *u = req->service->upstream;
+    *admitted = NULL;
+    for (size_t k = 0; k <= u->num_targets; k++) {
+        struct tp_target *t = pick_target(u, c->w->id, tried, req);
+        if (!t || !t->circuit)
+            return t;
+        uint32_t ra = 0;
+        int v = tp_circuit_acquire(t->circuit, tp_now_ms(), &ra);
+        if (v == TP_CIRCUIT_ALLOW) {
+            *admitted = t->circuit;
+            return t;
+        }
+        if (v == TP_CIRCUIT_OPEN && (!req->retry_after || ra < req->retry_after))
+            req->retry_after = ra;
+        size_t idx = (size_t)(t - u->targets);
+        if (idx >= 64)
+            return NULL;
+        tried |= 1ull << idx;
+    }
+    return NULL;
+}
+
+/* The current attempt is judged: report it to the target's breaker. */
+static void target_done(struct tp_conn *c, bool failure)
+{
+    if (c->req.held) {
+        tp_circuit_done(c->req.held, failure, tp_now_ms());
+        c->req.held = NULL;
+    }
+}
+
+/*
  * The service of a matched route: the route's own, or one share of its traffic split drawn by
  * weight — from the sticky header or cookie when the request has it (the same value always
  * lands on the same share), else at random.
@@ -360,7 +408,6 @@ static struct tp_service *split_service(struct tp_conn *c, const struct tp_route
 static bool start_request(struct tp_conn *c, const struct tp_http_message *msg)
 {
     struct tp_request *req = &c->req;
-    struct tp_worker *w = c->w;
     const struct tp_config *cfg = req->ws->snap->config;
     req->minor_version = msg->minor_version;
     /* method, normalised path and User-Agent (for the log) share one allocation */
@@ -425,6 +472,18 @@ static bool start_request(struct tp_conn *c, const struct tp_http_message *msg)
         return respond_error(c, 404, "no route matched", false), false;
     req->route = m.udata;
     req->service = split_service(c, req->route, msg);
+    if (req->service->circuit) {
+        uint32_t ra = 0;
+        int v = tp_circuit_acquire(req->service->circuit, tp_now_ms(), &ra);
+        if (v != TP_CIRCUIT_ALLOW) {
+            req->retry_after = v == TP_CIRCUIT_OPEN ? ra : 0;
+            return respond_error(c, 503, v == TP_CIRCUIT_OPEN ? "circuit open"
+                                                              : "too many requests to the service",
+                                 false),
+                   false;
+        }
+        req->svc_circuit = true;
+    }
 
     if (msg->framing == TP_HTTP_BODY_CHUNKED && !te_is_plain_chunked(msg))
         return respond_error(c, 501, "transfer coding not implemented", true), false;
@@ -442,7 +501,9 @@ static bool start_request(struct tp_conn *c, const struct tp_http_message *msg)
         req->has_hash_key = tp_upstream_hash_key(req->service->upstream, msg, req->client_ip,
                                                  req->path, &req->hash_key);
     }
-    req->target = pick_target(req->service->upstream, w->id, 0, req);
+    req->target = acquire_target(c, 0, &req->held);
+    if (!req->target && req->retry_after)
+        return respond_error(c, 503, "circuit open", false), false;
     if (!req->target)
         return respond_error(c, 503, "no healthy upstream target", false), false;
     atomic_fetch_add_explicit(&req->target->active, 1, memory_order_relaxed);
@@ -480,10 +541,19 @@ static void connect_upstream(struct tp_conn *c)
     struct tp_pool *p = tp_pool_get(c->w, t);
     struct tp_upconn *u = p ? tp_pool_take(p) : NULL;
     if (!u) {
+        if (t->circuit && !tp_circuit_connect_begin(t->circuit)) {
+            /* max_pending: a local limit, not the target's failure */
+            target_done(c, false);
+            respond_error(c, 503, "too many pending connections to the upstream", false);
+            return;
+        }
         if (!p || tp_upconn_connect(c->w, p, &u) != 0) {
+            if (t->circuit)
+                tp_circuit_connect_end(t->circuit);
             u = NULL;
         } else {
             u->connected = false;
+            u->pending = t->circuit;
         }
     } else {
         u->connected = true;
@@ -550,9 +620,14 @@ static void retry_timer_cb(evutil_socket_t fd, short what, void *arg)
  * after a timeout or an error status (the target may be overloaded); none after a connect
  * failure or a stale connection, where another target can answer at once.
  */
-static void retry_to(struct tp_conn *c, struct tp_target *next, unsigned cond, bool stale)
+static void retry_to(struct tp_conn *c, struct tp_target *next, struct tp_circuit *admitted,
+                     unsigned cond, bool stale)
 {
     struct tp_request *req = &c->req;
+    if (!stale) { /* the failed attempt counts against the old target's breaker */
+        target_done(c, true);
+        req->held = admitted;
+    }
     if (!stale) {
         req->retries_done++;
         if (!req->is_retry) {
@@ -583,11 +658,12 @@ static void retry_to(struct tp_conn *c, struct tp_target *next, unsigned cond, b
     evtimer_add(c->retry_ev, &tv);
 }
 
-/* The next target for a retry (the same one after a stale connection), or NULL. */
-static struct tp_target *retry_target(struct tp_conn *c, bool stale)
+/* The next target for a retry (the same one after a stale connection), or NULL; *admitted
+ * is its breaker admission (unchanged for a stale retry). */
+static struct tp_target *retry_target(struct tp_conn *c, bool stale, struct tp_circuit **admitted)
 {
-    return stale ? c->req.target
-                 : pick_target(c->req.service->upstream, c->w->id, c->req.tried_mask, &c->req);
+    *admitted = c->req.held;
+    return stale ? c->req.target : acquire_target(c, c->req.tried_mask, admitted);
 }
 
 /*
@@ -615,11 +691,13 @@ static void upstream_failed(struct tp_conn *c, bool connect_failure, bool timeou
                                                                  : TP_RETRY_RESET;
     up_detach(c, false);
     struct tp_target *next;
+    struct tp_circuit *admitted;
     if ((nothing_back || timeout) && retry_allowed(c, cond, stale) &&
-        (next = retry_target(c, stale)) != NULL) {
-        retry_to(c, next, cond, stale);
+        (next = retry_target(c, stale, &admitted)) != NULL) {
+        retry_to(c, next, admitted, cond, stale);
         return;
     }
+    target_done(c, true);
     if (timeout)
         respond_error(c, 504, "upstream timed out", false);
     else
@@ -786,6 +864,7 @@ static bool read_response_head(struct tp_conn *c)
         tp_log(TP_LOG_WARN, "request %s: invalid response from %s", req->request_id,
                req->target->addr_text);
         tp_health_passive(req->target->health, req->service->upstream->healthchecks, 0);
+        target_done(c, true);
         respond_error(c, 502, "invalid response from upstream", false);
         return false;
     }
@@ -812,12 +891,15 @@ static bool read_response_head(struct tp_conn *c)
     unsigned cond = msg.status == 502 ? TP_RETRY_502 : msg.status == 503 ? TP_RETRY_503
                   : msg.status == 504 ? TP_RETRY_504 : 0;
     struct tp_target *next;
-    if (cond && retry_allowed(c, cond, false) && (next = retry_target(c, false)) != NULL) {
+    struct tp_circuit *admitted;
+    if (cond && retry_allowed(c, cond, false) &&
+        (next = retry_target(c, false, &admitted)) != NULL) {
         /* nothing of this answer has reached the client: drop it and try another target */
         up_detach(c, false);
-        retry_to(c, next, cond, false);
+        retry_to(c, next, admitted, cond, false);
         return false;
     }
+    target_done(c, msg.status >= 500);
     plan_response(c, &msg);
     if (tp_proxy_build_response_head(c, &msg, c->out) != 0) {
         respond_error(c, 502, "out of memory", true);
@@ -1361,6 +1443,10 @@ void tp_up_write_cb(evutil_socket_t fd, short what, void *arg)
         }
         u->connected = true;
         u->progress = true;
+        if (u->pending) {
+            tp_circuit_connect_end(u->pending);
+            u->pending = NULL;
+        }
     }
     conn_progress(c);
 }

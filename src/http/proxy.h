@@ -134,6 +134,7 @@ struct tp_upconn {
     struct tp_worker *w;
     bool connected;
     bool reused;                  /* taken from the pool */
+    struct tp_circuit *pending;   /* counted in this breaker's max_pending until connected */
     bool in_pool;                 /* linked in pool->idle (not the timer's kind: that is
                                      cleared when the idle deadline fires) */
     bool read_on, write_on, eof, progress;
@@ -165,6 +166,9 @@ struct tp_request {
     struct tp_http_chunked resp_chunked;
     uint64_t bytes_in, bytes_out, body_in, resp_body_out;
     struct tp_mirror *mirror;     /* the shadow copy still receiving this request's body */
+    struct tp_circuit *held;      /* target breaker admitted for the current attempt */
+    bool svc_circuit;             /* admitted by the service's breaker */
+    uint32_t retry_after;         /* seconds for a Retry-After on a 503, 0 = none */
     int tries;                    /* attempts made */
     int retries_done;             /* of which were retries counted against retries/budget */
     bool counted, is_retry;       /* in upstream->requests / ->retrying */

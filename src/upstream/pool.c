@@ -71,6 +71,8 @@ void tp_upconn_close(struct tp_upconn *u)
         return;
     if (u->in_pool)
         pool_unlink(u);
+    if (u->pending)
+        tp_circuit_connect_end(u->pending);
     event_free(u->rev);
     event_free(u->wev);
     event_free(u->tmo.ev);
