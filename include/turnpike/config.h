@@ -142,6 +142,9 @@ struct tp_conf_target {
     char *host;        /* host name or IP literal (IPv6 without brackets) */
     uint16_t port;
     uint32_t weight;   /* default 100, 0 = disabled */
+    uint32_t priority; /* 0 = primary (default); traffic goes to the lowest level with a
+                          usable target: higher levels are backups */
+    bool backup;       /* backup: true = priority 1 when no priority is given */
     struct tp_conf_mark mark;
 };
 

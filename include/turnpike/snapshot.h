@@ -31,6 +31,7 @@ struct tp_target {
     char *host;                   /* as configured; re-resolved unless an IP literal */
     uint16_t port;
     uint32_t weight;
+    uint32_t priority;            /* 0 = primary; higher = backup tiers */
     atomic_int active;            /* in-flight requests, all workers (least-connections) */
     struct tp_health *health;     /* shared health of this address; NULL = not tracked (up) */
     struct tp_circuit *circuit;   /* upstream circuit_breaker, per target; NULL = none. Owned
@@ -65,6 +66,7 @@ struct tp_upstream {
      * (one cache line per worker); NULL: a shared counter is mixed instead */
     uint64_t *p2c_rng;
     const struct tp_conf_healthchecks *healthchecks; /* config-owned; NULL = not tracked */
+    bool tiered;                  /* some target has a priority above 0 (<= 64 targets) */
     atomic_int requests;          /* requests in flight through this upstream (retry budget) */
     atomic_int retrying;          /* of which are on a retry attempt */
 };

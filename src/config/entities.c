@@ -671,6 +671,8 @@ static void parse_target(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *
 static const struct tp__cfg_directive target_keys[] = {
     TP__CFG_CUSTOM_KEY("target", parse_target, true),
     TP__CFG_UINT_KEY("weight", struct tp_conf_target, weight, 0, 65535, 100),
+    TP__CFG_UINT_KEY("priority", struct tp_conf_target, priority, 0, 255, 0),
+    TP__CFG_BOOL_KEY("backup", struct tp_conf_target, backup, false),
 };
 
 TP__CFG_TABLE_CHECK(target_keys);
@@ -862,6 +864,15 @@ static void check_hashing(struct tp__cfg_ctx *ctx, yaml_node_t *node,
 static void finish_upstream(struct tp__cfg_ctx *ctx, yaml_node_t *node, void *obj)
 {
     struct tp_conf_upstream *u = obj;
+
+    bool tiers = false;
+    for (size_t i = 0; i < u->num_targets; i++) {
+        if (u->targets[i].backup && u->targets[i].priority == 0)
+            u->targets[i].priority = 1;
+        tiers |= u->targets[i].priority != 0;
+    }
+    if (tiers && u->num_targets > 64)
+        tp__cfg_error(ctx, node, "priority and backup targets: at most 64 targets per upstream");
 
     (void)node;
     for (size_t i = 1; i < u->num_targets; i++) {

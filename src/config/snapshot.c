@@ -130,6 +130,8 @@ static int build_upstreams(struct tp_snapshot *s, FILE *errors)
         for (size_t j = 0; j < cu->num_targets; j++) {
             const struct tp_conf_target *ct = &cu->targets[j];
             int rc = init_target(&u->targets[j], ct->host, ct->port, ct->weight, s->nworkers);
+            u->targets[j].priority = ct->priority;
+            u->tiered |= ct->priority != 0;
             if (rc == TP_ENOMEM)
                 return rc;
             if (rc) {

@@ -204,11 +204,32 @@ static struct tp_target *pick_two_choices(struct tp_upstream *u, int wid, uint64
  * are the request's consistent-hashing key (only consistent-hashing reads them). Returns NULL
  * when no target is usable.
  */
+/*
+ * Priority tiers (backup targets): only the lowest priority level that still has a usable
+ * target takes traffic, as NGINX's `backup` does; its members are picked by the algorithm as
+ * usual. Returned as extra exclusions for the other levels (tiered upstreams have <= 64
+ * targets, checked by the loader).
+ */
+static uint64_t other_tiers(const struct tp_upstream *u, uint64_t exclude)
+{
+    uint32_t level = UINT32_MAX;
+    for (size_t i = 0; i < u->num_targets; i++)
+        if (usable(u, i, exclude) && u->targets[i].priority < level)
+            level = u->targets[i].priority;
+    uint64_t mask = 0;
+    for (size_t i = 0; i < u->num_targets && i < 64; i++)
+        if (u->targets[i].priority != level)
+            mask |= 1ull << i;
+    return mask;
+}
+
 struct tp_target *tp_upstream_pick(struct tp_upstream *u, int wid, uint64_t exclude_mask,
                                    uint64_t hash, bool has_hash)
 {
     if (u->num_targets == 0)
         return NULL;
+    if (u->tiered)
+        exclude_mask |= other_tiers(u, exclude_mask);
     switch (u->algorithm) {
     case TP_LB_WEIGHTED_ROUND_ROBIN:
         return pick_swrr(u, wid, exclude_mask);
