@@ -154,6 +154,7 @@ struct tp_conf_healthchecks {
     uint32_t active_interval_ms;   /* active.interval: 0 = no active checks */
     bool active_tcp;               /* active.type: "tcp" (connect only) or "http" (default) */
     char *active_http_path;        /* active.http_path, default "/" */
+    char *active_host;             /* active.host: Host of the probe, default the target's */
     uint32_t active_timeout_ms;    /* active.timeout, default 1000 */
     uint32_t healthy_threshold;    /* active.healthy_threshold: successes to come back, default 2 */
     uint32_t unhealthy_threshold;  /* active.unhealthy_threshold: failures to go down, default 2 */

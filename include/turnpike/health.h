@@ -20,6 +20,7 @@ struct tp_health {
     atomic_uint failures;       /* consecutive failures of any kind */
     atomic_uint ejections;      /* times ejected by passive checks (ejection time grows) */
     atomic_ullong ejected_until_ms; /* passive ejection: back after this (monotonic ms) */
+    atomic_int connections;     /* open upstream connections to this address, all workers */
     atomic_uint refs;
     struct sockaddr_storage addr;
     socklen_t addrlen;

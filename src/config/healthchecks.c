@@ -2,7 +2,8 @@
  * upstreams[].healthchecks: active probes and passive outcome tracking (issue 3).
  *
  *   healthchecks:
- *     active:  {type: http|tcp, http_path: /, interval: 0 (ms, 0 = off), timeout: 1000,
+ *     active:  {type: http|tcp, http_path: /, host: (target's), interval: 0 (ms, 0 = off),
+ *               timeout: 1000,
  *               healthy_threshold: 2, unhealthy_threshold: 2, healthy_statuses: [200, 302]}
  *     passive: {unhealthy_threshold: 5, unhealthy_statuses: [500, 502, 503, 504],
  *               ejection_time: 30000}
@@ -82,9 +83,25 @@ static void parse_http_path(struct tp__cfg_ctx *ctx, const char *key, yaml_node_
         tp__cfg_error(ctx, value, "\"%s\" must start with \"/\"", key);
 }
 
+/* The probe's Host: host[:port], checked so no byte can break the probe's head. */
+static void parse_probe_host(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                             void *obj)
+{
+    struct tp_conf_healthchecks *h = obj;
+    char *host = NULL;
+    uint16_t port;
+    if (tp__cfg_string(ctx, key, value, &h->active_host) != 0)
+        return;
+    const char *err = tp__cfg_hostport(h->active_host, false, &host, &port);
+    free(host);
+    if (err)
+        tp__cfg_error(ctx, value, "invalid \"%s\" \"%s\": %s", key, h->active_host, err);
+}
+
 static const struct tp__cfg_directive active_keys[] = {
     TP__CFG_CUSTOM_KEY("type", parse_type, false),
     TP__CFG_CUSTOM_KEY("http_path", parse_http_path, false),
+    TP__CFG_CUSTOM_KEY("host", parse_probe_host, false),
     TP__CFG_UINT_KEY("interval", struct tp_conf_healthchecks, active_interval_ms, 0,
                      TP__CFG_MAX_MS, 0),
     TP__CFG_UINT_KEY("timeout", struct tp_conf_healthchecks, active_timeout_ms, 1,
@@ -190,5 +207,6 @@ void tp_conf_healthchecks_free(struct tp_conf_healthchecks *h)
     free(h->healthy_statuses);
     free(h->unhealthy_statuses);
     free(h->active_http_path);
+    free(h->active_host);
     free(h);
 }

@@ -141,8 +141,9 @@ static int build_upstreams(struct tp_snapshot *s, FILE *errors)
             if (!rc && cu->circuit_breaker &&
                 !(u->targets[j].circuit = tp_circuit_new(cu->circuit_breaker)))
                 return TP_ENOMEM;
-            if (!rc && u->healthchecks) {
-                /* health is per address and outlives this snapshot (reloads keep it) */
+            if (!rc) {
+                /* the per-address entry outlives this snapshot (reloads keep health and
+                 * connection counts); without healthchecks it simply stays up */
                 u->targets[j].health = tp_health_acquire(&u->targets[j].addr,
                                                          u->targets[j].addrlen);
                 if (!u->targets[j].health)
@@ -171,6 +172,9 @@ static int build_upstreams(struct tp_snapshot *s, FILE *errors)
         int rc = init_target(&u->targets[0], cs->host, cs->port, 100, s->nworkers);
         if (rc == TP_ENOMEM)
             return rc;
+        if (!rc && !(u->targets[0].health = tp_health_acquire(&u->targets[0].addr,
+                                                               u->targets[0].addrlen)))
+            return TP_ENOMEM;
         if (rc) {
             report(errors, cfg, cs->mark, "cannot resolve service host ", cs->host);
             nerr++;

@@ -62,9 +62,9 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static const char *health_word(const struct tp_target *t)
+static const char *health_word(const struct tp_upstream *u, const struct tp_target *t)
 {
-    if (!t->health)
+    if (!t->health || !u->healthchecks)
         return "untracked";
     return tp_health_up(t->health) ? "healthy" : "unhealthy";
 }
@@ -92,7 +92,10 @@ int tp_status_json(const struct tp_snapshot *snap, struct tp_strbuf *b)
             json_key_str(b, "target", t->name, false);
             json_key_str(b, "address", t->addr_text, true);
             json_key_num(b, "weight", t->weight);
-            json_key_str(b, "health", health_word(t), true);
+            json_key_str(b, "health", health_word(u, t), true);
+            json_key_num(b, "connections",
+                         t->health ? (unsigned)TP_MAX(0, atomic_load(&t->health->connections))
+                                   : 0);
             int active = atomic_load_explicit(&((struct tp_target *)t)->active,
                                               memory_order_relaxed);
             json_key_num(b, "in_flight", active > 0 ? (unsigned)active : 0);

@@ -39,6 +39,7 @@ struct tp_pool {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     struct tp_upconn *idle;  /* singly linked via next_idle, most recent first */
+    struct tp_health *health; /* the address's shared entry: open connection count */
     unsigned num_idle;
     struct tp_pool *next;    /* worker's list of pools */
 };

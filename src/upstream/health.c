@@ -240,7 +240,8 @@ static void probe_io(evutil_socket_t fd, short what, void *arg)
         tp_strbuf_puts(&req, "GET ");
         tp_strbuf_puts(&req, p->conf->active_http_path ? p->conf->active_http_path : "/");
         tp_strbuf_puts(&req, " HTTP/1.1\r\nHost: ");
-        tp_strbuf_puts(&req, p->target->host_header);
+        tp_strbuf_puts(&req, p->conf->active_host ? p->conf->active_host
+                                                  : p->target->host_header);
         tp_strbuf_puts(&req, "\r\nUser-Agent: turnpike-healthcheck\r\nConnection: close\r\n\r\n");
         ssize_t n = req.ptr ? write(fd, req.ptr, req.len) : -1;
         bool sent = n == (ssize_t)req.len;

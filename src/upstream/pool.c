@@ -30,6 +30,7 @@ struct tp_pool *tp_pool_get(struct tp_worker *w, struct tp_target *t)
             return NULL;
         memcpy(&p->addr, &t->addr, t->addrlen);
         p->addrlen = t->addrlen;
+        p->health = tp_health_acquire(&t->addr, t->addrlen); /* NULL: not counted */
         p->next = w->pools;
         w->pools = p;
     }
@@ -78,8 +79,11 @@ void tp_upconn_close(struct tp_upconn *u)
     event_free(u->tmo.ev);
     evbuffer_free(u->in);
     evbuffer_free(u->out);
-    if (u->fd >= 0)
+    if (u->fd >= 0) {
         close(u->fd);
+        if (u->pool && u->pool->health)
+            atomic_fetch_sub_explicit(&u->pool->health->connections, 1, memory_order_relaxed);
+    }
     free(u);
 }
 
@@ -112,6 +116,7 @@ void tp_pool_free_all(struct tp_worker *w)
         while (p->idle)
             tp_upconn_close(p->idle);
         struct tp_pool *next = p->next;
+        tp_health_release(p->health);
         free(p);
         p = next;
     }
@@ -137,6 +142,8 @@ int tp_upconn_connect(struct tp_worker *w, struct tp_pool *p, struct tp_upconn *
     u->fd = fd;
     u->w = w;
     u->pool = p;
+    if (p->health)
+        atomic_fetch_add_explicit(&p->health->connections, 1, memory_order_relaxed);
     u->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, tp_up_read_cb, u);
     u->wev = event_new(w->base, fd, EV_WRITE | EV_PERSIST, tp_up_write_cb, u);
     u->tmo.ev = evtimer_new(w->base, tp_up_timer_cb, u);

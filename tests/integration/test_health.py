@@ -57,6 +57,7 @@ def test_active_check_ejects_and_restores(stack):
                        upstreams=pool([a.port, port_b],
                                       {"active": {"interval": 100, "timeout": 500,
                                                   "http_path": "/health",
+                                                  "host": "probe.example",
                                                   "unhealthy_threshold": 2,
                                                   "healthy_threshold": 2}}))
     assert wait_for(lambda: b"is now unhealthy" in gw.read(gw.error_log)), gw.logs()
@@ -69,6 +70,7 @@ def test_active_check_ejects_and_restores(stack):
     assert seen == {"A", "B"}, seen
     probes = [r for r in b.all_requests() if r.path == "/health"]
     assert probes, "no active probe reached the target"
+    assert probes[0].header("host") == "probe.example"
     check_alive(gw)
 
 

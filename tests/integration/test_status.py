@@ -42,6 +42,7 @@ def test_status_shows_health_and_in_flight(stack):
     assert t["127.0.0.1:%d" % dead]["health"] == "unhealthy"
     live = t["127.0.0.1:%d" % a.port]
     assert live["health"] == "healthy" and live["weight"] == 3 and live["in_flight"] == 0
+    assert live["connections"] == 0
 
     # a slow request is visible as in flight while it runs
     th = threading.Thread(target=lambda: request(gw.port, "GET", "/s/sleep/800"))
@@ -54,6 +55,8 @@ def test_status_shows_health_and_in_flight(stack):
         time.sleep(0.02)
     th.join()
     assert seen == 1
+    # the upstream connection is kept in the pool: one open connection to the target
+    assert targets(status(sport), "pool")["127.0.0.1:%d" % a.port]["connections"] == 1
     assert targets(status(sport), "pool")["127.0.0.1:%d" % a.port]["in_flight"] == 0
     check_alive(gw)
 
