@@ -191,6 +191,8 @@ struct tp_conf_upstream {
     uint32_t keepalive_pool;     /* keepalive_pool_size: idle conns per worker per target */
     uint32_t keepalive_idle_ms;  /* keepalive_idle_timeout */
     struct tp_conf_healthchecks *healthchecks; /* NULL: no health tracking */
+    uint32_t failover_threshold; /* % of a priority tier's weight that must be usable for the
+                                    tier to take traffic; 0 = any usable target will do */
     struct tp_conf_mark mark;
     /* consistent-hashing; names are "" when not set, header names lower-cased */
     enum tp_hash_on hash_on;                          /* default none */

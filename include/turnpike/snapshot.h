@@ -67,6 +67,7 @@ struct tp_upstream {
     uint64_t *p2c_rng;
     const struct tp_conf_healthchecks *healthchecks; /* config-owned; NULL = not tracked */
     bool tiered;                  /* some target has a priority above 0 (<= 64 targets) */
+    uint32_t failover_threshold;  /* percent, see tp_conf_upstream */
     atomic_int requests;          /* requests in flight through this upstream (retry budget) */
     atomic_int retrying;          /* of which are on a retry attempt */
 };

@@ -865,6 +865,10 @@ static void finish_upstream(struct tp__cfg_ctx *ctx, yaml_node_t *node, void *ob
 {
     struct tp_conf_upstream *u = obj;
 
+    /* power of two choices is the default: it follows uneven load, round-robin does not */
+    if (!tp__cfg_lookup(ctx, node, "algorithm"))
+        u->algorithm = TP_LB_RANDOM_TWO_CHOICES;
+
     bool tiers = false;
     for (size_t i = 0; i < u->num_targets; i++) {
         if (u->targets[i].backup && u->targets[i].priority == 0)
@@ -906,6 +910,8 @@ static const struct tp__cfg_directive upstream_keys[] = {
     TP__CFG_CUSTOM_KEY("hash_on_query_arg", parse_hash_on_query_arg, false),
     TP__CFG_CUSTOM_KEY("hash_fallback_query_arg", parse_hash_fallback_query_arg, false),
     TP__CFG_CUSTOM_KEY("healthchecks", tp__cfg_parse_healthchecks, false),
+    TP__CFG_UINT_KEY("failover_threshold", struct tp_conf_upstream, failover_threshold, 0, 100,
+                     0),
     TP__CFG_CUSTOM_KEY("circuit_breaker", tp__cfg_parse_upstream_circuit, false),
 };
 

@@ -127,6 +127,7 @@ static int build_upstreams(struct tp_snapshot *s, FILE *errors)
         u->keepalive_pool = cu->keepalive_pool;
         u->keepalive_idle_ms = cu->keepalive_idle_ms;
         u->healthchecks = cu->healthchecks;
+        u->failover_threshold = cu->failover_threshold;
         for (size_t j = 0; j < cu->num_targets; j++) {
             const struct tp_conf_target *ct = &cu->targets[j];
             int rc = init_target(&u->targets[j], ct->host, ct->port, ct->weight, s->nworkers);

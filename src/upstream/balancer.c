@@ -212,10 +212,30 @@ static struct tp_target *pick_two_choices(struct tp_upstream *u, int wid, uint64
  */
 static uint64_t other_tiers(const struct tp_upstream *u, uint64_t exclude)
 {
-    uint32_t level = UINT32_MAX;
-    for (size_t i = 0; i < u->num_targets; i++)
-        if (usable(u, i, exclude) && u->targets[i].priority < level)
-            level = u->targets[i].priority;
+    /* lowest tier whose usable weight reaches failover_threshold % of its enabled weight */
+    uint32_t level = UINT32_MAX, floor = 0;
+    for (;;) {
+        uint32_t cur = UINT32_MAX;
+        uint64_t total = 0, ok = 0;
+        for (size_t i = 0; i < u->num_targets; i++)
+            if (u->targets[i].weight > 0 && u->targets[i].priority >= floor &&
+                u->targets[i].priority < cur)
+                cur = u->targets[i].priority;
+        if (cur == UINT32_MAX)
+            break; /* no tier qualifies: the last one with anything usable serves */
+        for (size_t i = 0; i < u->num_targets; i++) {
+            if (u->targets[i].priority != cur || u->targets[i].weight == 0)
+                continue;
+            total += u->targets[i].weight;
+            if (usable(u, i, exclude))
+                ok += u->targets[i].weight;
+        }
+        if (ok && (level == UINT32_MAX || ok * 100 >= total * u->failover_threshold))
+            level = cur;
+        if (ok && ok * 100 >= total * u->failover_threshold)
+            break;
+        floor = cur + 1;
+    }
     uint64_t mask = 0;
     for (size_t i = 0; i < u->num_targets && i < 64; i++)
         if (u->targets[i].priority != level)

@@ -116,3 +116,20 @@ def test_backup_targets_only_when_primaries_are_gone(stack):
     got = [request(gw2.port, "GET", "/p/x") for _ in range(10)]
     assert [r.status for r in got] == [200] * 10
     assert {r.json()["backend"] for r in got} == {"C"}
+
+
+def test_failover_threshold_moves_traffic_before_all_primaries_die(stack):
+    a, c = stack.backend("A"), stack.backend("C")
+    targets = [{"target": "127.0.0.1:%d" % a.port}, {"target": "127.0.0.1:%d" % dead_port()},
+               {"target": "127.0.0.1:%d" % c.port, "backup": True}]
+    gw = stack.gateway([service("s", "http://pool", [route("r", ["/p"])])],
+                       upstreams=[{"name": "pool", "targets": targets,
+                                   "failover_threshold": 60, "healthchecks": {
+                                       "active": {"interval": 100, "type": "tcp",
+                                                  "unhealthy_threshold": 1}}}])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and b"is now unhealthy" not in gw.read(gw.error_log):
+        time.sleep(0.05)
+    # half of the primary tier's weight is up: below 60%, so the backup tier serves
+    seen = {request(gw.port, "GET", "/p/x").json()["backend"] for _ in range(10)}
+    assert seen == {"C"}, seen
