@@ -580,3 +580,50 @@ class Backend:
                 sock.sendall(ws_frame(10, payload))
                 continue
             sock.sendall(ws_frame(opcode, payload, fin=fin))
+
+
+class FixedBackend:
+    """A backend that answers every request with `status` after `delay` seconds, or never
+    (hang=True), and counts the requests it received. status and delay may be changed while it
+    runs (a target that recovers)."""
+
+    def __init__(self, status=503, delay=0.0, hang=False):
+        outer = self
+        self.status, self.delay, self.hang, self.count = status, delay, hang, 0
+        self.lock = threading.Lock()
+
+        class H(socketserver.BaseRequestHandler):
+            def handle(self):
+                sock, buf = self.request, b""
+                while True:
+                    while b"\r\n\r\n" not in buf:
+                        d = sock.recv(65536)
+                        if not d:
+                            return
+                        buf += d
+                    _, _, buf = buf.partition(b"\r\n\r\n")
+                    with outer.lock:
+                        outer.count += 1
+                    if outer.hang:
+                        time.sleep(30)
+                        return
+                    time.sleep(outer.delay)
+                    body = b"fixed %d" % outer.status
+                    sock.sendall(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s"
+                                 % (outer.status, len(body), body))
+
+        class S(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        self.server = S(("127.0.0.1", 0), H)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    @property
+    def port(self):
+        return self.server.server_address[1]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

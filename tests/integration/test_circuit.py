@@ -3,54 +3,14 @@ once, half-opens after open_time and closes on a successful trial; a service's m
 caps concurrency; the status endpoint shows the state."""
 
 import json
-import socketserver
 import threading
 import time
 
 import pytest
 
 from conftest import check_alive, free_port, route, service
+from backends import FixedBackend
 from rawhttp import assert_json_error, request
-
-
-class Switch:
-    """Answers every request with self.status after self.delay seconds; counts requests."""
-
-    def __init__(self, status=500, delay=0.0):
-        outer = self
-        self.status, self.delay, self.count = status, delay, 0
-        self.lock = threading.Lock()
-
-        class H(socketserver.BaseRequestHandler):
-            def handle(self):
-                sock, buf = self.request, b""
-                while True:
-                    while b"\r\n\r\n" not in buf:
-                        d = sock.recv(65536)
-                        if not d:
-                            return
-                        buf += d
-                    _, _, buf = buf.partition(b"\r\n\r\n")
-                    with outer.lock:
-                        outer.count += 1
-                    time.sleep(outer.delay)
-                    sock.sendall(b"HTTP/1.1 %d X\r\nContent-Length: 2\r\n\r\nok" % outer.status)
-
-        class S(socketserver.ThreadingTCPServer):
-            allow_reuse_address = True
-            daemon_threads = True
-
-        self.server = S(("127.0.0.1", 0), H)
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-    @property
-    def port(self):
-        return self.server.server_address[1]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -58,7 +18,7 @@ def switch():
     made = []
 
     def make(**kw):
-        s = Switch(**kw)
+        s = FixedBackend(**kw)
         made.append(s)
         return s
     yield make

@@ -10,7 +10,7 @@ import time
 
 from conftest import check_alive, dead_port, free_port, route, service
 from rawhttp import request
-from test_retries import Fixed
+from backends import FixedBackend
 
 DEMO = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "demo_backend.py")
 
@@ -72,7 +72,7 @@ def test_killing_one_of_three_targets_fails_no_request(stack):
 
 
 def test_hanging_target_is_ejected(stack):
-    hang = Fixed(hang=True)
+    hang = FixedBackend(hang=True)
     a, b = stack.backend("A"), stack.backend("B")
     try:
         gw = stack.gateway([service("s", "http://pool", [route("r", ["/h"])], retries=2,

@@ -1,62 +1,14 @@
 """Retry policy: conditions (retry_on), idempotency with a per-route opt-in, the per-try timeout,
 and the retry budget that keeps retries from multiplying an outage."""
 
-import socket
-import socketserver
 import threading
 import time
 
 import pytest
 
 from conftest import check_alive, route, service
+from backends import FixedBackend
 from rawhttp import request
-
-
-class Fixed:
-    """A backend that answers every request with one fixed status after `delay` seconds (or
-    never, for hang=True), and counts the requests it received."""
-
-    def __init__(self, status=503, delay=0.0, hang=False):
-        outer = self
-        self.count = 0
-        self.lock = threading.Lock()
-
-        class H(socketserver.BaseRequestHandler):
-            def handle(self):
-                sock = self.request
-                buf = b""
-                while True:
-                    while b"\r\n\r\n" not in buf:
-                        d = sock.recv(65536)
-                        if not d:
-                            return
-                        buf += d
-                    head, _, buf = buf.partition(b"\r\n\r\n")
-                    with outer.lock:
-                        outer.count += 1
-                    if hang:
-                        time.sleep(30)
-                        return
-                    time.sleep(delay)
-                    body = b"fixed %d" % status
-                    sock.sendall(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s"
-                                 % (status, len(body), body))
-
-        class S(socketserver.ThreadingTCPServer):
-            allow_reuse_address = True
-            daemon_threads = True
-
-        self.server = S(("127.0.0.1", 0), H)
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-    @property
-    def port(self):
-        return self.server.server_address[1]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -64,7 +16,7 @@ def fixed():
     made = []
 
     def make(**kw):
-        f = Fixed(**kw)
+        f = FixedBackend(**kw)
         made.append(f)
         return f
     yield make
