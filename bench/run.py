@@ -633,6 +633,13 @@ def report(args, started, mach, results, mem, instr, errors):
         for e in errors:
             out.append("- " + e.replace("\n", " "))
         out.append("")
+    # the hand-kept log of what each optimisation bought (bench/HISTORY.md) travels with
+    # every generated report
+    history = os.path.join(os.path.dirname(os.path.abspath(__file__)), "HISTORY.md")
+    if os.path.exists(history):
+        with open(history) as f:
+            out.append(f.read().rstrip())
+        out.append("")
     return "\n".join(out)
 
 
