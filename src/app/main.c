@@ -255,6 +255,8 @@ int main(int argc, char **argv)
     app.workers = app.snap->nworkers;
     if (tp_log_open(app.snap->config->error_log, app.snap->config->log_level) != 0) {
         fprintf(stderr, "cannot open error log %s\n", app.snap->config->error_log);
+        tp_snapshot_unref(app.snap);
+        free(app.text);
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -269,6 +271,7 @@ int main(int argc, char **argv)
     if (tp_server_start(app.snap, &app.srv) != 0) {
         fprintf(stderr, "turnpike: cannot start (see the error log)\n");
         tp_snapshot_unref(app.snap);
+        free(app.text);
         return 1;
     }
     app.base = event_base_new();
@@ -290,7 +293,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "turnpike: cannot open status_listen (see the error log)\n");
         tp_server_stop(app.srv, 0);
         tp_server_free(app.srv);
+        tp_health_checker_free(app.checker);
+        for (int i = 0; i < 4; i++)
+            event_free(ev[i]);
+        event_free(app.dns_timer);
+        event_base_free(app.base);
         tp_snapshot_unref(app.snap);
+        free(app.text);
         return 1;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);

@@ -5,6 +5,7 @@
  * (URLs, host patterns, path kinds, method tokens, header/query conditions).
  */
 #include "config/schema.h"
+#include "turnpike/http.h"
 #include "turnpike/router.h"
 
 #include <stdlib.h>
@@ -310,6 +311,10 @@ static const struct tp__cfg_schema split_schema = {
 static void parse_split(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)
 {
     struct tp_conf_route *r = obj;
+    if (value->type == YAML_SEQUENCE_NODE && tp__cfg_count(value) == 0) {
+        tp__cfg_error(ctx, value, "\"%s\" must not be empty", key);
+        return;
+    }
     r->split = tp__cfg_list(ctx, key, value, &split_schema, &r->num_split);
     uint64_t total = 0;
     for (size_t i = 0; i < r->num_split; i++) {
@@ -341,6 +346,13 @@ static void parse_sticky(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *
 {
     struct tp_conf_route *r = obj;
     tp__cfg_object(ctx, &sticky_schema, value, r);
+    const char *name = r->split_header ? r->split_header : r->split_cookie;
+    for (size_t i = 0; name && name[i]; i++) {
+        if (!tp_http_is_tchar((unsigned char)name[i])) {
+            tp__cfg_error(ctx, value, "\"%s\": \"%s\" is not a valid name", key, name);
+            break;
+        }
+    }
     if (r->split_header && r->split_cookie)
         tp__cfg_error(ctx, value, "\"%s\" takes a header or a cookie, not both", key);
     else if (!r->split_header && !r->split_cookie)
@@ -871,6 +883,9 @@ static void finish_upstream(struct tp__cfg_ctx *ctx, yaml_node_t *node, void *ob
 
     bool tiers = false;
     for (size_t i = 0; i < u->num_targets; i++) {
+        if (u->targets[i].backup && u->targets[i].priority != 0)
+            tp__cfg_error_at(ctx, u->targets[i].mark.line, u->targets[i].mark.column,
+                             "a target takes \"backup\" or \"priority\", not both");
         if (u->targets[i].backup && u->targets[i].priority == 0)
             u->targets[i].priority = 1;
         tiers |= u->targets[i].priority != 0;

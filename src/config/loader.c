@@ -423,6 +423,17 @@ out_free:
 
 static void check_listen(struct tp__cfg_ctx *ctx, const struct tp_config *cfg)
 {
+    const struct tp_conf_listen *st = cfg->status_listen;
+    for (size_t i = 0; st && st->host && i < cfg->num_listen; i++) {
+        const struct tp_conf_listen *l = &cfg->listen[i];
+        /* the status page is never on the public port (README: status_listen) */
+        if (l->host && l->port == st->port &&
+            (strcmp(l->host, st->host) == 0 || strcmp(l->host, "0.0.0.0") == 0 ||
+             strcmp(st->host, "0.0.0.0") == 0))
+            tp__cfg_error_at(ctx, st->mark.line, st->mark.column,
+                             "\"status_listen\" must not be a listen address (%d:%d)",
+                             l->mark.line, l->mark.column);
+    }
     for (size_t i = 1; i < cfg->num_listen; i++) {
         const struct tp_conf_listen *l = &cfg->listen[i];
         for (size_t j = 0; l->host && j < i; j++) {

@@ -212,8 +212,19 @@ static int build_split(struct tp_snapshot *s, struct tp_route *rt, FILE *errors)
         report(errors, s->config, cr->mirror_mark, "mirror: no service named ", cr->mirror);
         return TP_EINVAL;
     }
-    if (cr->num_split == 0)
+    if (rt->mirror && rt->mirror == rt->service) {
+        /* every request would reach the production service twice */
+        report(errors, s->config, cr->mirror_mark, "mirror: a route cannot mirror to its own "
+               "service ", cr->mirror);
+        return TP_EINVAL;
+    }
+    if (cr->num_split == 0) {
+        if (cr->split_header || cr->split_cookie) {
+            report(errors, s->config, cr->mark, "split_sticky without split", NULL);
+            return TP_EINVAL;
+        }
         return 0;
+    }
     rt->split_services = calloc(cr->num_split, sizeof(*rt->split_services));
     rt->split_cumulative = calloc(cr->num_split, sizeof(*rt->split_cumulative));
     if (!rt->split_services || !rt->split_cumulative)
@@ -226,6 +237,13 @@ static int build_split(struct tp_snapshot *s, struct tp_route *rt, FILE *errors)
             report(errors, s->config, cr->split[k].mark, "split: no service named ",
                    cr->split[k].service);
             rc = TP_EINVAL;
+        }
+        for (size_t j = 0; j < k && rt->split_services[k]; j++) {
+            if (rt->split_services[j] == rt->split_services[k]) {
+                report(errors, s->config, cr->split[k].mark, "split: service listed twice: ",
+                       cr->split[k].service);
+                rc = TP_EINVAL;
+            }
         }
         total += cr->split[k].weight;
         rt->split_cumulative[k] = total;

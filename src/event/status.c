@@ -137,7 +137,8 @@ static void conn_close(struct status_conn *c)
     free(c);
 }
 
-static void answer(struct status_conn *c, int status, const char *body, size_t blen)
+static void answer(struct status_conn *c, int status, const char *body, size_t blen,
+                   bool head)
 {
     struct tp_strbuf b = {.max = 1u << 24};
     char num[20];
@@ -149,7 +150,8 @@ static void answer(struct status_conn *c, int status, const char *body, size_t b
                        "Connection: close\r\nContent-Length: ");
     tp_strbuf_append(&b, num, tp_fmt_u64(num, blen));
     tp_strbuf_puts(&b, "\r\n\r\n");
-    tp_strbuf_append(&b, body, blen);
+    if (!head) /* HEAD: the same head, no body (RFC 9110 §9.3.2) */
+        tp_strbuf_append(&b, body, blen);
     /* small answers: one blocking-style loop on a non-blocking socket, bounded by its size */
     size_t off = 0;
     while (b.ptr && off < b.len) {
@@ -187,21 +189,22 @@ static void conn_cb(evutil_socket_t fd, short what, void *arg)
         return;
     if (rc < 0) {
         static const char bad[] = "{\"message\":\"malformed request\"}\n";
-        answer(c, rc == TP_EAGAIN ? 431 : status, bad, sizeof(bad) - 1);
+        answer(c, rc == TP_EAGAIN ? 431 : status, bad, sizeof(bad) - 1, false);
     } else if (!TP_SLICE_IEQ(msg.method, "GET") && !TP_SLICE_IEQ(msg.method, "HEAD")) {
         static const char no[] = "{\"message\":\"method not allowed\"}\n";
-        answer(c, 405, no, sizeof(no) - 1);
+        answer(c, 405, no, sizeof(no) - 1, false);
     } else if (msg.path.len == 7 && memcmp(msg.path.ptr, "/status", 7) == 0) {
+        bool head = TP_SLICE_IEQ(msg.method, "HEAD");
         struct tp_strbuf b = {.max = 1u << 24};
         int jr = tp_status_json(*c->srv->live, &b);
         if (jr == 0 && tp_strbuf_append(&b, "\n", 1) == 0)
-            answer(c, 200, b.ptr, b.len);
+            answer(c, 200, b.ptr, b.len, head);
         else
-            answer(c, 500, "{\"message\":\"status too large\"}\n", 31);
+            answer(c, 500, "{\"message\":\"status too large\"}\n", 31, head);
         tp_strbuf_free(&b);
     } else {
         static const char nf[] = "{\"message\":\"not found\"}\n";
-        answer(c, 404, nf, sizeof(nf) - 1);
+        answer(c, 404, nf, sizeof(nf) - 1, TP_SLICE_IEQ(msg.method, "HEAD"));
     }
     conn_close(c);
 }

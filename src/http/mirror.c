@@ -20,6 +20,7 @@ struct tp_mirror {
     struct event *timer;   /* the whole mirror's deadline */
     struct evbuffer *out;
     size_t body_left;      /* bytes still allowed in out for the body */
+    uint32_t read_ms;      /* the shadow service's read_timeout, once connected */
     bool connected, sending_done, writing;
     struct tp_mirror *prev, *next;
 };
@@ -45,10 +46,14 @@ static void mirror_free(struct tp_mirror *m)
     free(m);
 }
 
-/* Want writes while there is something to send (or the connect is pending), reads always. */
+/*
+ * Want writes while the connect is pending, and once the whole request is buffered (it is only
+ * sent complete: a body that turns out too big must not leave a truncated request at the
+ * shadow); reads always.
+ */
 static void mirror_interest(struct tp_mirror *m)
 {
-    bool want_write = !m->connected || evbuffer_get_length(m->out) > 0;
+    bool want_write = !m->connected || (m->sending_done && evbuffer_get_length(m->out) > 0);
     if (want_write == m->writing)
         return;
     event_del(m->ev);
@@ -70,8 +75,11 @@ static void mirror_cb(evutil_socket_t fd, short what, void *arg)
                 return;
             }
             m->connected = true;
+            struct timeval tv = {m->read_ms / 1000, (m->read_ms % 1000) * 1000};
+            evtimer_add(m->timer, &tv);
         }
-        if (evbuffer_get_length(m->out) && evbuffer_write(m->out, fd) < 0 && errno != EAGAIN) {
+        if (m->sending_done && evbuffer_get_length(m->out) &&
+            evbuffer_write(m->out, fd) < 0 && errno != EAGAIN) {
             mirror_free(m);
             return;
         }
@@ -147,7 +155,9 @@ struct tp_mirror *tp_mirror_start(struct tp_conn *c, struct tp_service *svc)
     }
     int one = 1;
     setsockopt(m->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    uint32_t ms = svc->conf->read_timeout_ms + svc->conf->connect_timeout_ms;
+    /* the shadow's own timeouts: connect_timeout to connect, then read_timeout for the rest */
+    m->read_ms = svc->conf->read_timeout_ms;
+    uint32_t ms = svc->conf->connect_timeout_ms;
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     event_add(m->ev, NULL);
     m->writing = true;
@@ -196,10 +206,12 @@ void tp_mirror_detach(struct tp_mirror **mp, bool complete)
     *mp = NULL;
     if (!m)
         return;
-    if (!complete) /* the client request ended early: never send a truncated copy */
+    if (!complete) { /* the client request ended early: never send a truncated copy */
         mirror_free(m);
-    else
-        m->sending_done = true;
+        return;
+    }
+    m->sending_done = true;
+    mirror_interest(m);
 }
 
 void tp_mirror_free_all(struct tp_worker *w)

@@ -513,7 +513,8 @@ static bool start_request(struct tp_conn *c, const struct tp_http_message *msg)
     if (rc != 0)
         return respond_error(c, 500, "out of memory", true), false;
 
-    if (req->route->mirror) {
+    if (req->route->mirror && !(msg->framing == TP_HTTP_BODY_LENGTH &&
+                                msg->content_length > TP_MIRROR_BODY_MAX)) {
         req->mirror = tp_mirror_start(c, req->route->mirror);
         if (req->mirror && req->req_body_done)
             tp_mirror_detach(&req->mirror, true);
@@ -597,7 +598,8 @@ static bool retry_allowed(struct tp_conn *c, unsigned cond, bool stale)
         return false;
     if (cond != TP_RETRY_CONNECT && !req->idempotent && !req->route->conf->retry_non_idempotent)
         return false;
-    if (svc->retry_budget && !req->is_retry) {
+    /* a refused connect sent nothing: retrying it is free, so the budget does not apply */
+    if (svc->retry_budget && !req->is_retry && cond != TP_RETRY_CONNECT) {
         int live = atomic_load_explicit(&u->requests, memory_order_relaxed);
         int retrying = atomic_load_explicit(&u->retrying, memory_order_relaxed);
         int cap = TP_MAX(3, live * (int)svc->retry_budget / 100); /* Envoy: at least 3 */

@@ -10,7 +10,9 @@
 static bool usable(const struct tp_upstream *u, size_t i, uint64_t exclude)
 {
     const struct tp_target *t = &u->targets[i];
-    return t->weight > 0 && !(i < 64 && (exclude >> i) & 1) && tp_health_up(t->health);
+    /* health is shared per address: it only counts for upstreams that check it */
+    return t->weight > 0 && !(i < 64 && (exclude >> i) & 1) &&
+           (!u->healthchecks || tp_health_up(t->health));
 }
 
 /* Each skip of an unusable target takes a fresh position, so a disabled or excluded target

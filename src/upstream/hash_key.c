@@ -198,7 +198,11 @@ static bool slice_eq(struct tp_slice a, struct tp_slice b)
     return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
 }
 
-/* Every non-empty value of header `name`, chained through the seed as one sequence. */
+/*
+ * Every non-empty element of header `name`, chained through the seed as one sequence. Fields
+ * are split on commas (OWS trimmed), so repeated fields and one comma-joined field give the
+ * same key (RFC 9110 §5.3).
+ */
 static bool key_header(const struct tp_http_message *msg, struct tp_slice name, uint64_t *out)
 {
     uint64_t h = 0;
@@ -208,8 +212,16 @@ static bool key_header(const struct tp_http_message *msg, struct tp_slice name, 
         const struct tp_http_header *f = &msg->headers[i];
         if (f->value.len == 0 || !tp_slice_eq_nocase(f->name, name.ptr, name.len))
             continue;
-        h = tp_hash64(f->value.ptr, f->value.len, h);
-        found = true;
+        const char *p = f->value.ptr, *end = p + f->value.len;
+        while (p < end) {
+            const char *comma = memchr(p, ',', (size_t)(end - p));
+            struct tp_slice item = trim_ows(p, comma ? comma : end);
+            if (item.len) {
+                h = tp_hash64(item.ptr, item.len, h);
+                found = true;
+            }
+            p = comma ? comma + 1 : end;
+        }
     }
     if (found)
         *out = h;

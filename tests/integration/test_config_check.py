@@ -2,6 +2,8 @@
 FILE:LINE:COLUMN error messages."""
 
 import re
+
+import pytest
 import subprocess
 
 
@@ -169,3 +171,32 @@ def test_directory_is_not_a_config(tmp_path):
     res = run("-t", "-c", str(tmp_path))
     assert res.returncode != 0
     assert b"cannot read" in res.stderr
+
+
+@pytest.mark.parametrize("snippet,line,what", [
+    ("      - paths: [/a]\n        mirror: a\n", 6, "cannot mirror to its own service"),
+    ("      - paths: [/a]\n        split_sticky: {header: X-U}\n", 5, "split_sticky without split"),
+    ("      - paths: [/a]\n        split: []\n", 6, "must not be empty"),
+    ("      - paths: [/a]\n        split: [{service: a}, {service: a}]\n", 6,
+     "service listed twice"),
+    ("      - paths: [/a]\n        split: [{service: a}]\n        split_sticky: {header: \"a b\"}\n",
+     7, "not a valid name"),
+])
+def test_route_traffic_settings_checked(tmp_path, snippet, line, what):
+    text = ("services:\n  - name: a\n    url: http://127.0.0.1:9\n    routes:\n" + snippet)
+    path = write(tmp_path, text)
+    res = run("-t", "-c", path)
+    assert res.returncode == 1
+    lines, all_text = error_lines(res, path)
+    assert any(l.startswith("%s:%d:" % (path, line)) and what in l for l in lines), all_text
+
+
+def test_backup_with_priority_and_status_on_listen_are_errors(tmp_path):
+    text = ("listen: [\"127.0.0.1:18090\"]\nstatus_listen: 127.0.0.1:18090\n"
+            "upstreams:\n  - name: u\n    targets: [{target: \"127.0.0.1:1\", backup: true, "
+            "priority: 2}]\nservices: [{name: s, url: \"http://u\"}]\n")
+    path = write(tmp_path, text)
+    res = run("-t", "-c", path)
+    lines, all_text = error_lines(res, path)
+    assert any(":2:16:" in l and "status_listen" in l for l in lines), all_text
+    assert any(":5:15:" in l and "not both" in l for l in lines), all_text

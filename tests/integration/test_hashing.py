@@ -146,3 +146,16 @@ def test_random_two_choices_avoids_slow_backend(stack):
     assert counts["B"] < counts["A"] and counts["B"] < counts["C"], counts
     # in-flight requests pile up on the slow backend, so it loses almost every comparison
     assert counts["B"] < min(counts["A"], counts["C"]) / 2, counts
+
+
+def test_repeated_header_fields_hash_like_one_joined_field(stack):
+    # RFC 9110 §5.3: "X-K: a" + "X-K: b" is the same field as "X-K: a, b"
+    backends = [stack.backend(n) for n in "ABCD"]
+    gw = stack.gateway(services(), upstreams=upstreams(backends, {"hash_on": "header",
+                                                                 "hash_on_header": "X-K"}))
+    for k in range(20):
+        a, b = "u%d" % k, "v%d" % k
+        joined = backend_for(gw, {"target": "/h/x", "headers": [("X-K", "%s, %s" % (a, b))]})
+        tight = backend_for(gw, {"target": "/h/x", "headers": [("X-K", "%s,%s" % (a, b))]})
+        split = backend_for(gw, {"target": "/h/x", "headers": [("X-K", a), ("X-K", b)]})
+        assert joined == tight == split

@@ -94,3 +94,24 @@ def test_all_down_fail_open_tries_anyway(stack):
                                               "fail_open": True}))
     assert wait_for(lambda: gw.read(gw.error_log).count(b"is now unhealthy") >= 2), gw.logs()
     assert_json_error(request(gw.port, "GET", "/h/x"), 502)   # a connection was attempted
+
+
+def test_health_counts_only_where_checked(stack):
+    # the same address in an upstream without healthchecks stays up, and removing the
+    # healthchecks on reload brings the target back at once
+    a = stack.backend("A")
+    checked = {"name": "checked", "healthchecks": {"active": {"interval": 100,
+                                                                "http_path": "/status/500",
+                                                                "unhealthy_threshold": 1}},
+               "targets": [{"target": "127.0.0.1:%d" % a.port}]}
+    plain = {"name": "plain", "targets": [{"target": "127.0.0.1:%d" % a.port}]}
+    svcs = [service("c", "http://checked", [route("c", ["/c"])]),
+            service("p", "http://plain", [route("p", ["/p"])])]
+    gw = stack.gateway(svcs, upstreams=[checked, plain])
+    assert wait_for(lambda: b"is now unhealthy" in gw.read(gw.error_log)), gw.logs()
+    assert_json_error(request(gw.port, "GET", "/c/x"), 503)
+    assert request(gw.port, "GET", "/p/x").status == 200
+    del checked["healthchecks"]
+    gw.write_config(upstreams=[checked, plain])
+    gw.reload()
+    assert wait_for(lambda: request(gw.port, "GET", "/c/x").status == 200), gw.logs()

@@ -97,3 +97,51 @@ def test_missing_mirror_target_is_harmless(stack):
     for _ in range(10):
         assert request(gw.port, "GET", "/m/x").status == 200
     check_alive(gw)
+
+
+def fd_count(pid):
+    import os
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def test_hanging_mirror_is_released_by_its_timeout(stack):
+    from backends import FixedBackend
+    primary = stack.backend("primary")
+    hang = FixedBackend(hang=True)
+    try:
+        gw = stack.gateway([service("p", primary.url, [route("r", ["/m"], mirror="shadow")]),
+                            service("shadow", "http://127.0.0.1:%d" % hang.port, [],
+                                    read_timeout=300)])
+        request(gw.port, "GET", "/m/warm")
+        time.sleep(0.6)
+        base = fd_count(gw.pid)
+        for i in range(40):
+            assert request(gw.port, "GET", "/m/x%d" % i).status == 200
+        time.sleep(1.0)          # 300 ms read_timeout: every mirror is gone by now
+        assert fd_count(gw.pid) <= base + 2, (base, fd_count(gw.pid))
+    finally:
+        hang.close()
+
+
+def test_body_over_the_mirror_cap_is_not_mirrored(stack):
+    primary = stack.backend("primary")
+    shadow = Shadow(delay=0)
+    try:
+        gw = stack.gateway([service("p", primary.url, [route("r", ["/m"], mirror="shadow")]),
+                            service("shadow", "http://127.0.0.1:%d" % shadow.port, [])])
+        big = b"y" * 2000000
+        assert request(gw.port, "POST", "/m/big", body=big).json()["body_len"] == len(big)
+        from rawhttp import Client
+        with Client(gw.port) as c:   # chunked: the size is only known at the end
+            c.send(b"POST /m/bigchunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for _ in range(40):
+                c.send(b"c350\r\n" + b"z" * 50000 + b"\r\n")
+            c.send(b"0\r\n\r\n")
+            assert c.read_response().json()["body_len"] == 2000000
+        assert request(gw.port, "POST", "/m/small", body=b"s" * 1000).status == 200
+        seen = shadow.wait(1, timeout=5)
+        time.sleep(0.5)
+        paths = [p for _, p, _, _ in shadow.seen]
+        assert paths == ["/small"], paths          # nothing partial, nothing truncated
+    finally:
+        shadow.close()

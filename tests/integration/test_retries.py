@@ -109,3 +109,21 @@ def test_retry_budget_bounds_retries(stack, fixed, budget, bound):
         assert attempts == 60, attempts
     else:
         assert 30 <= attempts <= bound, attempts
+
+
+def test_connect_failures_are_retried_outside_the_budget(stack):
+    # nothing is sent on a refused connect, so such retries are free: 40 concurrent requests
+    # to an upstream that is mostly dead still all succeed with the default 20% budget
+    from conftest import dead_port
+    live = stack.backend("live")
+    ports = [dead_port(), dead_port(), dead_port(), live.port]
+    gw = stack.gateway([service("s", "http://pool", [route("r", ["/r"])], retries=4)],
+                       upstreams=pool(*ports))
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        request(gw.port, "GET", "/r/x", timeout=20).status)) for _ in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * 40, results

@@ -77,3 +77,16 @@ def test_status_listener_serves_only_status(stack):
     doc = status(sport)
     assert [u["name"] for u in doc["upstreams"]] == ["s"]
     assert doc["upstreams"][0]["targets"][0]["health"] == "untracked"
+
+
+def test_head_status_has_no_body(stack):
+    a = stack.backend("A")
+    sport = free_port()
+    stack.gateway([service("s", a.url, [route("r", ["/s"])])],
+                  extra={"status_listen": "127.0.0.1:%d" % sport})
+    with Client(sport) as c:
+        c.send(b"HEAD /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = c.read_response(head=True)
+        assert r.status == 200 and int(r.header("content-length")) > 0
+        assert c.closed_within(2.0)
+        assert not c.buf, "HEAD answered with a body"

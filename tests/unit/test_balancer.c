@@ -149,9 +149,13 @@ static void unhealthy_targets_are_skipped(void **state)
     atomic_store(&down.up, false);
     atomic_store(&up.up, true);
     for (int alg = 0; alg <= TP_LB_RANDOM_TWO_CHOICES; alg++) {
+        static const struct tp_conf_healthchecks hc = {.healthy_threshold = 1};
         setup_upstream(&f, (enum tp_balancer_algorithm)alg, w, 3);
-        f.t[0].health = &up;
-        f.t[1].health = &down; /* t[2]: NULL = not tracked = up */
+        f.t[1].health = &down;
+        /* health is shared per address: an upstream without healthchecks ignores it */
+        assert_int_not_equal(pick_name(&f, 0, 0x5), '-');
+        f.u.healthchecks = &hc;
+        f.t[0].health = &up; /* t[2]: NULL = not tracked = up */
         int counts[3] = {0};
         for (int i = 0; i < 300; i++) {
             counts[pick_name(&f, 0, 0) - 'A']++;
