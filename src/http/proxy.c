@@ -510,6 +510,8 @@ static bool start_request(struct tp_conn *c, const struct tp_http_message *msg)
     rc = tp_proxy_build_request_head(c, msg, &m);
     if (rc == TP_ETOOBIG)
         return respond_error(c, 414, "request target too long", true), false;
+    if (rc == TP_EINVAL)
+        return respond_error(c, 400, "too many Connection options", true), false;
     if (rc != 0)
         return respond_error(c, 500, "out of memory", true), false;
 

@@ -232,8 +232,8 @@ void tp_conn_shutdown(struct tp_conn *c);
 void tp_conn_abort(struct tp_conn *c);
 
 /* proxy_head.c — RFC 9110 §7.6 rewriting; see the file comment */
-/** Build c->req.head, the upstream request head for msg routed by m. 0, TP_ENOMEM, or
- *  TP_ETOOBIG (path over 16 KiB). */
+/** Build c->req.head, the upstream request head for msg routed by m. 0, TP_ENOMEM,
+ *  TP_ETOOBIG (path over 16 KiB) or TP_EINVAL (more than 32 Connection options). */
 int tp_proxy_build_request_head(struct tp_conn *c, const struct tp_http_message *msg,
                                 const struct tp_router_match *m);
 /** Append the client response head for upstream response msg to out. 0 or TP_ENOMEM. */

@@ -17,8 +17,8 @@
 struct conn_tokens {
     struct tp_slice tok[MAX_CONN_TOKENS];
     size_t n;
-    bool overflow; /* more names than we track: drop every unknown header is too much, so we
-                      refuse nothing but keep the first MAX_CONN_TOKENS (documented) */
+    bool overflow; /* more names than MAX_CONN_TOKENS: the request is refused (400), since
+                      fields it names beyond the limit would otherwise be forwarded */
 };
 
 static bool is_ows(char ch)
@@ -324,7 +324,8 @@ static int put_forwarded(struct tp_conn *c, struct tp_strbuf *b, const struct tp
 
 /**
  * Build the upstream request head into c->req.head (replacing its contents).
- * Requires c->req.route/service/target/path set. Returns 0, TP_ENOMEM or TP_ETOOBIG.
+ * Requires c->req.route/service/target/path set. Returns 0, TP_ENOMEM, TP_ETOOBIG (path over
+ * 16 KiB) or TP_EINVAL (Connection names more than 32 options).
  */
 int tp_proxy_build_request_head(struct tp_conn *c, const struct tp_http_message *msg,
                                 const struct tp_router_match *m)
@@ -341,6 +342,8 @@ int tp_proxy_build_request_head(struct tp_conn *c, const struct tp_http_message 
     if (tp_strbuf_reserve(b, msg->head_len + 512) != 0)
         return TP_ENOMEM;
     collect_conn_tokens(msg, &ct);
+    if (ct.overflow)
+        return TP_EINVAL;
     tp_proxy_client_ip(c, cfg, msg, &trusted);
     struct tp_slice path = request_path_out(c, m, pathbuf, sizeof(pathbuf));
     if (!path.ptr)

@@ -180,3 +180,18 @@ def test_response_hop_by_hop_removed(gw):
         assert r.header("x-end-to-end") == "yes"
         # the upstream's Connection header did not close the client connection
         assert c.request("GET", "/public/x").status == 200
+
+
+def test_connection_options_up_to_the_limit_are_all_removed(gw):
+    names = ["X-Opt-%d" % i for i in range(31)]
+    hdrs = [("Connection", "close, " + ", ".join(names))] + [(n, "v") for n in names]
+    r, doc = up(gw, hdrs)
+    assert all(hv(doc, n) == [] for n in names)
+
+
+def test_too_many_connection_options_are_refused(gw):
+    # fields named past the tracked limit would otherwise be forwarded: refuse instead
+    names = ["X-Opt-%d" % i for i in range(40)]
+    hdrs = [("Connection", ", ".join(names))] + [(n, "v") for n in names]
+    r = request(gw.port, "GET", "/public/x", hdrs)
+    assert r.status == 400, r
