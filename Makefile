@@ -72,12 +72,14 @@ perf-guard: build
 # instruction-count guard, then the whole suite again on an ASan+UBSan build.
 test: deps-test check-banned unit integration perf-guard integration-asan
 
-# libFuzzer runs (not part of `make test`; the corpora are replayed by ctest).
+# libFuzzer runs (not part of `make test`; the corpora are replayed by ctest). New inputs go
+# to build-fuzz/new-*, so the committed seed corpora stay curated.
 fuzz: deps-test
 	cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DTP_FUZZ=ON -DTP_SANITIZE=ON >/dev/null
 	cmake --build build-fuzz -j $(JOBS)
-	for t in http_parser path config; do \
-	  build-fuzz/fuzz_$$t -max_total_time=60 tests/fuzz/corpus/$$t || exit 1; done
+	for t in http_parser path config; do mkdir -p build-fuzz/new-$$t; \
+	  build-fuzz/fuzz_$$t -max_total_time=60 build-fuzz/new-$$t tests/fuzz/corpus/$$t || exit 1; done
+	@echo "new inputs are in build-fuzz/new-*; add the interesting ones to tests/fuzz/corpus/ by hand"
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz
