@@ -428,6 +428,7 @@ static void worker_destroy(struct tp_worker *w)
     free(w->scratch_headers);
     tp_strbuf_free(&w->access_buf);
     tp_strbuf_free(&w->head_scratch);
+    tp_strbuf_free(&w->log_scratch);
 }
 
 int tp_server_start(struct tp_snapshot *snap, struct tp_server **out)

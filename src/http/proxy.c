@@ -66,33 +66,34 @@ static void log_access(struct tp_conn *c)
     char now[40];
     uint64_t t = tp_now_ms();
     tp_log_time_rfc3339(now, sizeof(now));
-    struct tp_strbuf b = {.ptr = NULL, .max = 64 * 1024};
-    tp_strbuf_puts(&b, "{\"time\":\"");
-    tp_strbuf_puts(&b, now);
-    tp_strbuf_append(&b, "\"", 1);
-    json_field(&b, "request_id", req->request_id, strlen(req->request_id));
-    json_field(&b, "client", req->client_ip[0] ? req->client_ip : c->peer_text,
+    struct tp_strbuf *b = &c->w->log_scratch; /* reused: no allocation per line */
+    b->len = 0;
+    b->max = 64 * 1024;
+    tp_strbuf_puts(b, "{\"time\":\"");
+    tp_strbuf_puts(b, now);
+    tp_strbuf_append(b, "\"", 1);
+    json_field(b, "request_id", req->request_id, strlen(req->request_id));
+    json_field(b, "client", req->client_ip[0] ? req->client_ip : c->peer_text,
                strlen(req->client_ip[0] ? req->client_ip : c->peer_text));
-    json_field(&b, "method", req->method, req->method ? strlen(req->method) : 0);
-    json_field(&b, "path", req->path, req->path ? strlen(req->path) : 0);
-    json_field(&b, "user_agent", req->log_ua, req->log_ua ? strlen(req->log_ua) : 0);
-    num_field(&b, "status", (unsigned)req->status);
-    num_field(&b, "bytes_received", req->bytes_in);
-    num_field(&b, "bytes_sent", req->bytes_out);
+    json_field(b, "method", req->method, req->method ? strlen(req->method) : 0);
+    json_field(b, "path", req->path, req->path ? strlen(req->path) : 0);
+    json_field(b, "user_agent", req->log_ua, req->log_ua ? strlen(req->log_ua) : 0);
+    num_field(b, "status", (unsigned)req->status);
+    num_field(b, "bytes_received", req->bytes_in);
+    num_field(b, "bytes_sent", req->bytes_out);
     const char *route = req->route ? req->route->conf->name : NULL;
     const char *svc = req->service ? req->service->conf->name : NULL;
-    json_field(&b, "route", route, route ? strlen(route) : 0);
-    json_field(&b, "service", svc, svc ? strlen(svc) : 0);
-    json_field(&b, "upstream", req->target ? req->target->addr_text : NULL,
+    json_field(b, "route", route, route ? strlen(route) : 0);
+    json_field(b, "service", svc, svc ? strlen(svc) : 0);
+    json_field(b, "upstream", req->target ? req->target->addr_text : NULL,
                req->target ? strlen(req->target->addr_text) : 0);
-    num_field(&b, "latency_ms", t - req->start_ms);
+    num_field(b, "latency_ms", t - req->start_ms);
     if (req->up_start_ms && req->up_first_byte_ms)
-        num_field(&b, "upstream_latency_ms", req->up_first_byte_ms - req->up_start_ms);
+        num_field(b, "upstream_latency_ms", req->up_first_byte_ms - req->up_start_ms);
     else
-        tp_strbuf_puts(&b, ",\"upstream_latency_ms\":null");
-    if (tp_strbuf_puts(&b, "}\n") == 0)
-        tp_worker_access_log(c->w, b.ptr, b.len);
-    tp_strbuf_free(&b);
+        tp_strbuf_puts(b, ",\"upstream_latency_ms\":null");
+    if (tp_strbuf_puts(b, "}\n") == 0)
+        tp_worker_access_log(c->w, b->ptr, b->len);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -571,11 +572,6 @@ static void connect_upstream(struct tp_conn *c)
     evbuffer_add(u->out, req->head.ptr, req->head.len);
 }
 
-/*
- * The upstream connection failed before any response byte reached the client. Retry on the
- * next target when that is safe (connect failure, or a reset before any answer for a request
- * whose body we still hold and that is idempotent or ran on a reused connection), else answer.
- */
 /*
  * Retry policy (issue 3): may this failed attempt be tried again on another target?
  * `cond` is the TP_RETRY_* condition that occurred. Never once the answer has started, never
@@ -1204,13 +1200,7 @@ static bool advance(struct tp_conn *c)
             }
             if (!req->resp_done)
                 return true;
-            if (!req->req_body_done && !c->up) {
-                /* error answered mid-body: the connection cannot be reused */
-                req->keepalive = false;
-            }
-            if (!req->req_body_done && c->up && !c->peer_closed)
-                req->keepalive = false;
-            finish_request(c);
+            finish_request(c); /* closes the client when the body was not read to its end */
             break;
         case TP_CONN_TUNNEL:
             tunnel_relay(c);

@@ -66,6 +66,7 @@ struct tp_worker {
     size_t scratch_cap;
     struct tp_strbuf access_buf;            /* buffered access-log lines */
     struct tp_strbuf head_scratch;          /* response heads are assembled here */
+    struct tp_strbuf log_scratch;           /* access-log lines are assembled here */
     struct tp_mirror *mirrors;              /* shadow requests in flight (mirror.c) */
     unsigned num_mirrors;
     struct event *flush_ev;
@@ -165,7 +166,7 @@ struct tp_request {
     enum tp_http_framing resp_framing;
     uint64_t resp_remaining;
     struct tp_http_chunked resp_chunked;
-    uint64_t bytes_in, bytes_out, body_in, resp_body_out;
+    uint64_t bytes_in, bytes_out, body_in;
     struct tp_mirror *mirror;     /* the shadow copy still receiving this request's body */
     struct tp_circuit *held;      /* target breaker admitted for the current attempt */
     bool svc_circuit;             /* admitted by the service's breaker */
@@ -176,7 +177,7 @@ struct tp_request {
     uint64_t tried_mask;
     uint64_t hash_key;            /* consistent-hashing key of this request */
     bool has_hash_key;
-    bool idempotent, is_head, upgrade, expect_continue, te_trailers;
+    bool idempotent, is_head, upgrade;
     bool keepalive;               /* keep the client connection after this request */
     bool req_body_done, resp_head_done, resp_done, resp_chunked_out, resp_started;
     bool up_reusable;
@@ -196,7 +197,6 @@ struct tp_conn {
     unsigned num_requests;
     size_t scan_pos;              /* head: bytes already scanned for the blank line */
     uint32_t read_hint;           /* next read size (adaptive) */
-    struct tp_wsnap *ws;          /* held while the connection lives (limits) */
     struct tp_upconn *up;
     struct event *retry_ev;       /* back-off before a retry; created on first use */
     struct tp_request req;
