@@ -8,8 +8,10 @@ PY         := /usr/bin/python3
 CONFIG     ?= examples/turnpike.yaml
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-DEB_BUILD  := build-essential cmake pkg-config libevent-dev libyaml-dev libpcre2-dev
+DEB_BUILD  := build-essential cmake pkg-config libevent-dev libyaml-dev libpcre2-dev \
+              libjansson-dev libssl-dev libcrypt-dev
 DEB_TEST   := libcmocka-dev python3-pytest python3-requests python3-websockets \
+              python3-jwt python3-cryptography \
               clang libclang-rt-14-dev libnss-wrapper valgrind
 DEB_BENCH  := wrk nginx-light haproxy
 

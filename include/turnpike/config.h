@@ -34,6 +34,8 @@
 #define TP_DEFAULT_GRACE_MS 10000
 #define TP_DEFAULT_DNS_REFRESH_MS 30000 /* re-resolve target host names this often */
 
+struct tp_plugin;
+
 /** Where a value came from, for error messages. */
 struct tp_conf_mark {
     int line;   /* 1-based */
@@ -69,6 +71,50 @@ struct tp_conf_split {
     struct tp_conf_mark mark;
 };
 
+/**
+ * One plugin entry (DESIGN.md §1, Kong's declarative `plugins[]`): in the top-level list (global,
+ * or narrowed by `service` / `route` / `consumer` names as Kong allows), or inside a service,
+ * route or consumer. `conf` is the plugin's own struct, filled by its schema (plugin.h).
+ */
+struct tp_conf_plugin {
+    char *name;
+    const struct tp_plugin *plugin; /* resolved from the registry by the loader */
+    void *conf;                     /* plugin->conf_size bytes (NULL when conf_size is 0) */
+    bool enabled;                   /* enabled: default true; false = as if absent */
+    char *service, *route, *consumer; /* top-level entries: scope narrowing, else NULL */
+    char *id;                       /* id: accepted, used in messages */
+    bool conf_walked;               /* loader bookkeeping */
+    struct tp_conf_mark mark;
+};
+
+/**
+ * A consumer credential (Kong's keyauth_credentials, basicauth_credentials, jwt_secrets). One
+ * struct for the three kinds; each kind's schema accepts only its own keys. Secret values may
+ * be written as {env: NAME} or {file: PATH} (read at load).
+ */
+struct tp_conf_credential {
+    char *id;              /* id: optional; X-Credential-Identifier */
+    char *key;             /* key-auth: the API key; jwt: the key matched against key_claim_name */
+    char *username;        /* basic-auth */
+    char *password;        /* basic-auth: a crypt(3) hash; a plain value is hashed at load */
+    char *algorithm;       /* jwt: HS256 (default) ... EdDSA */
+    char *secret;          /* jwt: HMAC secret */
+    char *rsa_public_key;  /* jwt: PEM public key (RSA, EC or Ed25519 despite the name) */
+    struct tp_conf_mark mark;
+};
+
+struct tp_conf_consumer {
+    char *id;              /* id: optional, else a UUID derived from username / custom_id */
+    char *username;        /* at least one of username, custom_id */
+    char *custom_id;
+    char **groups; size_t num_groups; /* groups, plus Kong's acls: [{group: ...}] */
+    struct tp_conf_credential *keyauth; size_t num_keyauth;   /* keyauth_credentials */
+    struct tp_conf_credential *basicauth; size_t num_basicauth; /* basicauth_credentials */
+    struct tp_conf_credential *jwt; size_t num_jwt;           /* jwt_secrets */
+    struct tp_conf_plugin *plugins; size_t num_plugins;       /* consumer-scoped plugins */
+    struct tp_conf_mark mark;
+};
+
 struct tp_conf_route {
     char *name;
     char **hosts;   size_t num_hosts;
@@ -85,6 +131,9 @@ struct tp_conf_route {
     char *split_cookie;  /* split_sticky.cookie */
     char *mirror;        /* mirror: a service receiving a copy of each request */
     struct tp_conf_mark mirror_mark;
+    struct tp_conf_plugin *plugins; size_t num_plugins; /* route-scoped plugins */
+    char **order; size_t num_order; /* order: plugin names run first, in this order */
+    struct tp_conf_mark order_mark;
     struct tp_conf_mark mark;
 };
 
@@ -115,6 +164,7 @@ struct tp_conf_service {
     uint32_t retry_backoff_ms; /* retry_backoff: base of the jittered exponential back-off */
     struct tp_conf_route *routes; size_t num_routes;
     struct tp_conf_circuit *circuit_breaker; /* NULL: no breaker for the service */
+    struct tp_conf_plugin *plugins; size_t num_plugins; /* service-scoped plugins */
     struct tp_conf_mark mark;
 };
 
@@ -224,6 +274,7 @@ struct tp_config {
     int workers;         /* 0 in the file means "number of CPUs"; the loader resolves it */
     char *access_log;    /* path, "stdout", or "off"; default "stdout" */
     char *error_log;     /* path, "stderr"; default "stderr" */
+    char *security_log;  /* path, "stdout", "stderr" or "off"; default "stderr" */
     enum tp_log_level log_level; /* default notice */
     struct tp_conf_cidr *trusted_proxies; size_t num_trusted_proxies;
     uint32_t dns_refresh_ms; /* dns_refresh: re-resolve target names; 0 = only on reload */
@@ -231,6 +282,8 @@ struct tp_config {
     struct tp_conf_limits limits;
     struct tp_conf_service *services; size_t num_services;
     struct tp_conf_upstream *upstreams; size_t num_upstreams;
+    struct tp_conf_consumer *consumers; size_t num_consumers;
+    struct tp_conf_plugin *plugins; size_t num_plugins; /* top-level plugins[] */
 };
 
 /**

@@ -20,6 +20,8 @@
 #include <sys/socket.h>
 
 struct tp_pool;
+struct tp_chain;
+struct tp_consumers;
 
 /** One backend instance with a resolved address. */
 struct tp_target {
@@ -88,6 +90,7 @@ struct tp_route {
     uint32_t *split_cumulative;
     size_t num_split;
     struct tp_service *mirror;    /* shadow service receiving a copy of each request, or NULL */
+    struct tp_chain *chain;       /* plugins of the route (src/plugins/chain.h), NULL = none */
 };
 
 struct tp_snapshot {
@@ -99,6 +102,7 @@ struct tp_snapshot {
     struct tp_service *services;   size_t num_services;
     struct tp_route *routes;       size_t num_routes;
     struct tp_upstream *upstreams; size_t num_upstreams; /* configured + implicit */
+    struct tp_consumers *consumers; /* consumers, credentials, plugin instances (consumer.h) */
 };
 
 /**

@@ -5,6 +5,7 @@
  * (URLs, host patterns, path kinds, method tokens, header/query conditions).
  */
 #include "config/schema.h"
+#include "config/plugins_internal.h"
 #include "turnpike/http.h"
 #include "turnpike/router.h"
 
@@ -382,6 +383,8 @@ static const struct tp__cfg_directive route_keys[] = {
     TP__CFG_CUSTOM_KEY("split_sticky", parse_sticky, false),
     TP__CFG_CUSTOM_KEY("mirror", parse_mirror, false),
     TP__CFG_CUSTOM_KEY("protocols", parse_protocols, false),
+    TP__CFG_CUSTOM_KEY("plugins", tp__cfg_parse_route_plugins, false),
+    TP__CFG_CUSTOM_KEY("order", tp__cfg_parse_route_order, false),
 };
 
 TP__CFG_TABLE_CHECK(route_keys);
@@ -650,6 +653,7 @@ static const struct tp__cfg_directive service_keys[] = {
                      TP_DEFAULT_RETRY_BACKOFF_MS),
     TP__CFG_CUSTOM_KEY("routes", parse_routes, false),
     TP__CFG_CUSTOM_KEY("circuit_breaker", tp__cfg_parse_service_circuit, false),
+    TP__CFG_CUSTOM_KEY("plugins", tp__cfg_parse_service_plugins, false),
 };
 
 TP__CFG_TABLE_CHECK(service_keys);

@@ -9,6 +9,7 @@
  * access_log, error_log, log_level, trusted_proxies, dns_refresh, limits, services, upstreams.
  */
 #include "config/schema.h"
+#include "config/plugins_internal.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -287,6 +288,7 @@ static const struct tp__cfg_directive config_keys[] = {
     TP__CFG_CUSTOM_KEY("workers", parse_workers, false),
     TP__CFG_STRING_KEY("access_log", struct tp_config, access_log, "stdout"),
     TP__CFG_STRING_KEY("error_log", struct tp_config, error_log, "stderr"),
+    TP__CFG_STRING_KEY("security_log", struct tp_config, security_log, "stderr"),
     TP__CFG_CUSTOM_KEY("log_level", parse_log_level, false),
     TP__CFG_CUSTOM_KEY("trusted_proxies", parse_trusted_proxies, false),
     /* 0: resolve target host names only when the config is (re)loaded. */
@@ -295,6 +297,8 @@ static const struct tp__cfg_directive config_keys[] = {
     TP__CFG_CUSTOM_KEY("limits", parse_limits, false),
     TP__CFG_CUSTOM_KEY("services", parse_services, false),
     TP__CFG_CUSTOM_KEY("upstreams", parse_upstreams, false),
+    TP__CFG_CUSTOM_KEY("consumers", tp__cfg_parse_consumers, false),
+    TP__CFG_CUSTOM_KEY("plugins", tp__cfg_parse_top_plugins, false),
 };
 
 TP__CFG_TABLE_CHECK(config_keys);
@@ -475,6 +479,7 @@ static void finish_config(struct tp__cfg_ctx *ctx, yaml_node_t *root, struct tp_
     if (cfg->workers == 0)
         cfg->workers = online_cpus();
     check_names(ctx, root, cfg);
+    tp__cfg_check_consumers(ctx, cfg);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -690,6 +695,8 @@ static void free_service(struct tp_conf_service *s)
         free(r->split_header);
         free(r->split_cookie);
         free(r->mirror);
+        tp__cfg_plugins_free(r->plugins, r->num_plugins);
+        free_strings(r->order, r->num_order);
     }
     free(s->routes);
     free(s->name);
@@ -697,6 +704,7 @@ static void free_service(struct tp_conf_service *s)
     free(s->host);
     free(s->path);
     tp_conf_circuit_free(s->circuit_breaker);
+    tp__cfg_plugins_free(s->plugins, s->num_plugins);
 }
 
 static void free_upstream(struct tp_conf_upstream *u)
@@ -729,6 +737,9 @@ void tp_config_free(struct tp_config *cfg)
     free(cfg->trusted_proxies);
     free(cfg->access_log);
     free(cfg->error_log);
+    free(cfg->security_log);
+    tp__cfg_consumers_free(cfg->consumers, cfg->num_consumers);
+    tp__cfg_plugins_free(cfg->plugins, cfg->num_plugins);
     free(cfg->path);
     free(cfg);
 }

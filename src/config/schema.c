@@ -23,7 +23,10 @@ static void emit(struct tp__cfg_ctx *ctx, int line, int column, const char *fmt,
     for (char *p = msg; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
             *p = '?';
-    fprintf(ctx->errors, "%s:%d:%d: %s\n", ctx->name, line, column, msg);
+    if (ctx->path)
+        fprintf(ctx->errors, "%s:%d:%d: %s: %s\n", ctx->name, line, column, ctx->path, msg);
+    else
+        fprintf(ctx->errors, "%s:%d:%d: %s\n", ctx->name, line, column, msg);
 }
 
 void tp__cfg_error_at(struct tp__cfg_ctx *ctx, int line, int column, const char *fmt, ...)
@@ -387,6 +390,126 @@ static void apply(struct tp__cfg_ctx *ctx, const struct tp__cfg_directive *d, ya
     case TP__CFG_CUSTOM:
         d->parse(ctx, d->name, value, obj);
         break;
+    case TP__CFG_SECRET: {
+        char *sec;
+        memcpy(&sec, field, sizeof(sec));
+        tp__cfg_secret(ctx, d->name, value, &sec);
+        memcpy(field, &sec, sizeof(sec));
+        break;
+    }
+    case TP__CFG_STRLIST: {
+        size_t n = 0;
+        char **list = tp__cfg_string_list(ctx, d->name, value, NULL, &n);
+        char **old;
+        memcpy(&old, field, sizeof(old));
+        size_t oldn;
+        memcpy(&oldn, (char *)obj + d->count_offset, sizeof(oldn));
+        for (size_t i = 0; i < oldn; i++)
+            free(old[i]);
+        free(old);
+        memcpy(field, &list, sizeof(list));
+        memcpy((char *)obj + d->count_offset, &n, sizeof(n));
+        break;
+    }
+    }
+}
+
+#define MAX_SECRET_FILE (1u << 20)
+
+static char *read_secret_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = malloc(MAX_SECRET_FILE + 1);
+    size_t n = buf ? fread(buf, 1, MAX_SECRET_FILE + 1, f) : 0;
+    bool bad = ferror(f) || n > MAX_SECRET_FILE;
+    fclose(f);
+    if (!buf || bad) {
+        free(buf);
+        return NULL;
+    }
+    if (n && buf[n - 1] == '\n')
+        n--;
+    if (n && buf[n - 1] == '\r')
+        n--;
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+int tp__cfg_secret(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *node, char **out)
+{
+    if (node->type != YAML_MAPPING_NODE) {
+        if (tp__cfg_string(ctx, key, node, out) != 0)
+            return -1;
+        if ((*out)[0] == '\0') {
+            tp__cfg_error(ctx, node, "\"%s\" must not be empty", key);
+            return -1;
+        }
+        return 0;
+    }
+    size_t n = (size_t)(node->data.mapping.pairs.top - node->data.mapping.pairs.start);
+    yaml_node_t *k = n == 1 ? tp__cfg_pair_key(ctx, node, 0, key) : NULL;
+    yaml_node_t *v = k ? tp__cfg_node(ctx, node->data.mapping.pairs.start[0].value) : NULL;
+    bool is_env = k && scalar_eq(k, "env", 3), is_file = k && scalar_eq(k, "file", 4);
+    char *name = NULL;
+    if (!v || (!is_env && !is_file) || tp__cfg_string(ctx, key, v, &name) != 0) {
+        if (!name)
+            tp__cfg_error(ctx, node, "\"%s\" must be a string, {env: NAME} or {file: PATH}", key);
+        free(name);
+        return -1;
+    }
+    char *val = NULL;
+    size_t len = 0;
+    if (is_env) {
+        const char *e = getenv(name);
+        if (!e || !e[0])
+            tp__cfg_error(ctx, v, "environment variable \"%s\" for \"%s\" is not set", name,
+                          key);
+        else if (!(val = strdup(e)))
+            tp__cfg_oom(ctx, v);
+        len = val ? strlen(val) : 0;
+    } else {
+        val = read_secret_file(name, &len);
+        if (!val)
+            tp__cfg_error(ctx, v, "cannot read \"%s\" for \"%s\" (missing, unreadable or over "
+                          "1 MiB)", name, key);
+        else if (len == 0 || memchr(val, '\0', len)) {
+            tp__cfg_error(ctx, v, "file \"%s\" for \"%s\" is empty or holds a NUL byte", name,
+                          key);
+            free(val);
+            val = NULL;
+        }
+    }
+    free(name);
+    if (!val)
+        return -1;
+    free(*out);
+    *out = val;
+    return 0;
+}
+
+void tp__cfg_free_fields(const struct tp__cfg_schema *schema, void *obj)
+{
+    if (!obj)
+        return;
+    for (size_t i = 0; i < schema->num_keys; i++) {
+        const struct tp__cfg_directive *d = &schema->keys[i];
+        char *field = (char *)obj + d->offset;
+        if (d->kind == TP__CFG_STRING || d->kind == TP__CFG_SECRET) {
+            char *s;
+            memcpy(&s, field, sizeof(s));
+            free(s);
+        } else if (d->kind == TP__CFG_STRLIST) {
+            char **list;
+            size_t n;
+            memcpy(&list, field, sizeof(list));
+            memcpy(&n, (char *)obj + d->count_offset, sizeof(n));
+            for (size_t j = 0; j < n; j++)
+                free(list[j]);
+            free(list);
+        }
     }
 }
 

@@ -36,6 +36,8 @@ struct tp__cfg_ctx {
     int num_errors;
     unsigned char *visited;   /* per node id - 1: collection already walked (aliases) */
     size_t num_nodes;
+    const char *path;         /* field path prefixed to messages ("plugins[0](jwt).config"),
+                                 or NULL */
 };
 
 enum tp__cfg_kind {
@@ -44,6 +46,8 @@ enum tp__cfg_kind {
     TP__CFG_INT,    /* int */
     TP__CFG_BOOL,   /* bool */
     TP__CFG_CUSTOM, /* parsed by `parse` */
+    TP__CFG_SECRET, /* char *: a string, or {env: NAME} / {file: PATH} read at load */
+    TP__CFG_STRLIST, /* char ** at offset, its size_t count at count_offset */
 };
 
 /** Parser of one custom key; `obj` is the struct being filled, `key` the key's name. */
@@ -64,6 +68,7 @@ struct tp__cfg_directive {
     const char *def_str;  /* default of STRING, or NULL */
     bool required;
     tp__cfg_parse_fn parse;
+    size_t count_offset;  /* STRLIST: offset of the size_t count */
 };
 
 #define TP__CFG_FIELD(type, field) .offset = offsetof(type, field), \
@@ -78,6 +83,11 @@ struct tp__cfg_directive {
     { .name = (key), .kind = TP__CFG_BOOL, TP__CFG_FIELD(type, field), .def = (dflt) }
 #define TP__CFG_STRING_KEY(key, type, field, dflt) \
     { .name = (key), .kind = TP__CFG_STRING, TP__CFG_FIELD(type, field), .def_str = (dflt) }
+#define TP__CFG_SECRET_KEY(key, type, field, req) \
+    { .name = (key), .kind = TP__CFG_SECRET, TP__CFG_FIELD(type, field), .required = (req) }
+#define TP__CFG_STRLIST_KEY(key, type, field, count) \
+    { .name = (key), .kind = TP__CFG_STRLIST, TP__CFG_FIELD(type, field), \
+      .count_offset = offsetof(type, count) }
 #define TP__CFG_CUSTOM_KEY(key, fn, req) \
     { .name = (key), .kind = TP__CFG_CUSTOM, .required = (req), .parse = (fn) }
 
@@ -172,6 +182,16 @@ typedef int (*tp__cfg_check_fn)(struct tp__cfg_ctx *ctx, const char *key,
  */
 char **tp__cfg_string_list(struct tp__cfg_ctx *ctx, const char *key, const yaml_node_t *node,
                            tp__cfg_check_fn check, size_t *num);
+
+/**
+ * A secret value: a non-empty string, or a mapping {env: NAME} (the environment variable, which
+ * must be set and non-empty) or {file: PATH} (the file's bytes, one final newline removed;
+ * at most 1 MiB). *out receives a new string (an old *out is freed). 0 or -1 after reporting.
+ */
+int tp__cfg_secret(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *node, char **out);
+
+/** Free the STRING, SECRET and STRLIST fields of obj described by schema (plugin configs). */
+void tp__cfg_free_fields(const struct tp__cfg_schema *schema, void *obj);
 
 /** Report an allocation failure at `node`; returns -1. */
 int tp__cfg_oom(struct tp__cfg_ctx *ctx, const yaml_node_t *node);

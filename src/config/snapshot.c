@@ -3,6 +3,7 @@
  * targets, services bound to upstreams, and the route matcher.
  */
 #include "turnpike/snapshot.h"
+#include "config/plugins_internal.h"
 #include "turnpike/log.h"
 #include "upstream/hash_key.h"
 
@@ -321,6 +322,8 @@ int tp_snapshot_build(struct tp_config *cfg, int nworkers, FILE *errors,
     int rc = s->services ? build_upstreams(s, errors) : TP_ENOMEM;
     if (rc == 0)
         rc = build_routes(s, errors);
+    if (rc == 0)
+        rc = tp__snapshot_build_plugins(s, errors);
     if (rc) {
         tp_snapshot_unref(s);
         return rc;
@@ -398,6 +401,7 @@ void tp_snapshot_unref(struct tp_snapshot *s)
 {
     if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
         return;
+    tp__snapshot_free_plugins(s);
     for (size_t i = 0; i < s->num_upstreams; i++)
         free_upstream(&s->upstreams[i]);
     free(s->upstreams);

@@ -25,6 +25,8 @@ struct tp_server {
     int nworkers;
     int access_fd;            /* shared by workers; replaced in place with dup2 on reopen */
     char *access_path;
+    int security_fd;          /* the same for the security log */
+    char *security_path;
 };
 
 uint64_t tp_now_ms(void)
@@ -134,12 +136,12 @@ static void switch_snapshot(struct tp_worker *w, struct tp_snapshot *snap)
     }
 }
 
-static void flush_access_log(struct tp_worker *w)
+static void flush_buf(int fd, struct tp_strbuf *buf)
 {
-    if (w->access_buf.len && w->access_fd >= 0) {
+    if (buf->len && fd >= 0) {
         size_t off = 0;
-        while (off < w->access_buf.len) {
-            ssize_t n = write(w->access_fd, w->access_buf.ptr + off, w->access_buf.len - off);
+        while (off < buf->len) {
+            ssize_t n = write(fd, buf->ptr + off, buf->len - off);
             if (n < 0 && errno == EINTR)
                 continue;
             if (n <= 0)
@@ -147,7 +149,13 @@ static void flush_access_log(struct tp_worker *w)
             off += (size_t)n;
         }
     }
-    w->access_buf.len = 0;
+    buf->len = 0;
+}
+
+static void flush_access_log(struct tp_worker *w)
+{
+    flush_buf(w->access_fd, &w->access_buf);
+    flush_buf(w->security_fd, &w->security_buf);
 }
 
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
@@ -155,21 +163,76 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
     flush_access_log(arg);
 }
 
-void tp_worker_access_log(struct tp_worker *w, const char *line, size_t len)
+static void queue_line(struct tp_worker *w, int fd, struct tp_strbuf *buf, const char *line,
+                       size_t len)
 {
-    if (w->access_fd < 0)
+    if (fd < 0)
         return;
-    bool was_empty = w->access_buf.len == 0;
-    if (tp_strbuf_append(&w->access_buf, line, len) != 0) {
-        flush_access_log(w);
-        if (tp_strbuf_append(&w->access_buf, line, len) != 0)
+    bool was_empty = w->access_buf.len == 0 && w->security_buf.len == 0;
+    if (tp_strbuf_append(buf, line, len) != 0) {
+        flush_buf(fd, buf);
+        if (tp_strbuf_append(buf, line, len) != 0)
             return;
     }
-    if (w->access_buf.len >= 32 * 1024) {
-        flush_access_log(w);
+    if (buf->len >= 32 * 1024) {
+        flush_buf(fd, buf);
     } else if (was_empty) {
         struct timeval tv = {0, 20 * 1000}; /* lines reach the file within 20 ms */
         evtimer_add(w->flush_ev, &tv);
+    }
+}
+
+void tp_worker_access_log(struct tp_worker *w, const char *line, size_t len)
+{
+    queue_line(w, w->access_fd, &w->access_buf, line, len);
+}
+
+void tp_worker_security_log(struct tp_worker *w, const char *line, size_t len)
+{
+    queue_line(w, w->security_fd, &w->security_buf, line, len);
+}
+
+void *tp_worker_kv_get(struct tp_worker *w, const char *key)
+{
+    for (struct tp_worker_kv *kv = w->kv; kv; kv = kv->next)
+        if (strcmp(kv->key, key) == 0)
+            return kv->value;
+    return NULL;
+}
+
+int tp_worker_kv_put(struct tp_worker *w, const char *key, void *value,
+                     void (*destroy)(void *value))
+{
+    struct tp_worker_kv *kv;
+    for (kv = w->kv; kv; kv = kv->next)
+        if (strcmp(kv->key, key) == 0)
+            break;
+    if (kv) {
+        if (kv->destroy && kv->value != value)
+            kv->destroy(kv->value);
+    } else {
+        kv = calloc(1, sizeof(*kv));
+        if (!kv || !(kv->key = strdup(key))) {
+            free(kv);
+            return TP_ENOMEM;
+        }
+        kv->next = w->kv;
+        w->kv = kv;
+    }
+    kv->value = value;
+    kv->destroy = destroy;
+    return 0;
+}
+
+static void kv_free_all(struct tp_worker *w)
+{
+    while (w->kv) {
+        struct tp_worker_kv *kv = w->kv;
+        w->kv = kv->next;
+        if (kv->destroy)
+            kv->destroy(kv->value);
+        free(kv->key);
+        free(kv);
     }
 }
 
@@ -274,6 +337,7 @@ static void *worker_main(void *arg)
     while (w->conns)
         tp_conn_abort(w->conns);
     flush_access_log(w);
+    kv_free_all(w); /* plugin state may hold events of this thread's base */
     return NULL;
 }
 
@@ -345,6 +409,8 @@ static int worker_init(struct tp_server *srv, struct tp_worker *w, int id,
     w->srv = srv;
     w->access_fd = srv->access_fd;
     w->access_buf.max = 1u << 20;
+    w->security_fd = srv->security_fd;
+    w->security_buf.max = 1u << 20;
     w->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (getrandom(w->rng, sizeof(w->rng), 0) != sizeof(w->rng))
         w->rng[0] = (uint64_t)time(NULL) ^ (uint64_t)id, w->rng[1] = 0x9e3779b97f4a7c15ULL;
@@ -373,23 +439,32 @@ static int worker_init(struct tp_server *srv, struct tp_worker *w, int id,
     return 0;
 }
 
-static int open_access_log(struct tp_server *srv, const char *dest)
+/* A log destination: a path (appended), "stdout", "stderr" or "off" (fd -1). */
+static int open_log(const char *what, const char *dest, int *fd, char **path)
 {
     if (!dest || strcmp(dest, "off") == 0) {
-        srv->access_fd = -1;
+        *fd = -1;
         return 0;
     }
-    if (strcmp(dest, "stdout") == 0) {
-        srv->access_fd = 1;
+    if (strcmp(dest, "stdout") == 0 || strcmp(dest, "stderr") == 0) {
+        *fd = dest[3] == 'o' ? 1 : 2;
         return 0;
     }
-    srv->access_fd = open(dest, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    srv->access_path = strdup(dest);
-    if (srv->access_fd < 0) {
-        tp_log(TP_LOG_ERROR, "cannot open access log %s: %s", dest, strerror(errno));
+    *fd = open(dest, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    *path = strdup(dest);
+    if (*fd < 0) {
+        tp_log(TP_LOG_ERROR, "cannot open %s %s: %s", what, dest, strerror(errno));
         return TP_EIO;
     }
     return 0;
+}
+
+static int open_access_log(struct tp_server *srv, const struct tp_config *cfg)
+{
+    srv->security_fd = -1;
+    int rc = open_log("access log", cfg->access_log, &srv->access_fd, &srv->access_path);
+    return rc ? rc : open_log("security log", cfg->security_log, &srv->security_fd,
+                              &srv->security_path);
 }
 
 static void worker_destroy(struct tp_worker *w)
@@ -427,6 +502,7 @@ static void worker_destroy(struct tp_worker *w)
         close(w->notify_fd);
     free(w->scratch_headers);
     tp_strbuf_free(&w->access_buf);
+    tp_strbuf_free(&w->security_buf);
     tp_strbuf_free(&w->head_scratch);
     tp_strbuf_free(&w->log_scratch);
 }
@@ -438,7 +514,7 @@ int tp_server_start(struct tp_snapshot *snap, struct tp_server **out)
         return TP_ENOMEM;
     srv->nworkers = snap->nworkers;
     srv->workers = calloc((size_t)srv->nworkers, sizeof(*srv->workers));
-    int rc = srv->workers ? open_access_log(srv, snap->config->access_log) : TP_ENOMEM;
+    int rc = srv->workers ? open_access_log(srv, snap->config) : TP_ENOMEM;
     int started = 0;
     for (int i = 0; rc == 0 && i < srv->nworkers; i++) {
         srv->workers[i].notify_fd = -1;
@@ -498,17 +574,23 @@ void tp_server_stop(struct tp_server *srv, uint32_t grace_ms)
         pthread_join(srv->workers[i].thread, NULL);
 }
 
-void tp_server_reopen_logs(struct tp_server *srv)
+static void reopen_log(const char *path, int target)
 {
-    if (!srv->access_path || srv->access_fd < 0)
+    if (!path || target < 0)
         return;
-    int fd = open(srv->access_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) {
-        tp_log(TP_LOG_ERROR, "reopen %s: %s", srv->access_path, strerror(errno));
+        tp_log(TP_LOG_ERROR, "reopen %s: %s", path, strerror(errno));
         return;
     }
-    dup2(fd, srv->access_fd); /* workers keep writing to the same descriptor number */
+    dup2(fd, target); /* workers keep writing to the same descriptor number */
     close(fd);
+}
+
+void tp_server_reopen_logs(struct tp_server *srv)
+{
+    reopen_log(srv->access_path, srv->access_fd);
+    reopen_log(srv->security_path, srv->security_fd);
 }
 
 void tp_server_free(struct tp_server *srv)
@@ -519,7 +601,10 @@ void tp_server_free(struct tp_server *srv)
         worker_destroy(&srv->workers[i]);
     if (srv->access_fd > 2)
         close(srv->access_fd);
+    if (srv->security_fd > 2)
+        close(srv->security_fd);
     free(srv->workers);
     free(srv->access_path);
+    free(srv->security_path);
     free(srv);
 }

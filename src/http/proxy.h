@@ -44,6 +44,14 @@ struct tp_pool {
     struct tp_pool *next;    /* worker's list of pools */
 };
 
+/* One entry of the worker's plugin key/value registry (tp_plugin_worker_get/put). */
+struct tp_worker_kv {
+    char *key;
+    void *value;
+    void (*destroy)(void *value);
+    struct tp_worker_kv *next;
+};
+
 struct tp_worker {
     int id;
     struct tp_server *srv;
@@ -65,6 +73,9 @@ struct tp_worker {
     struct tp_http_header *scratch_headers;
     size_t scratch_cap;
     struct tp_strbuf access_buf;            /* buffered access-log lines */
+    struct tp_strbuf security_buf;          /* buffered security-log lines */
+    int security_fd;                        /* -1 = off */
+    struct tp_worker_kv *kv;                /* plugin state living as long as the thread */
     struct tp_strbuf head_scratch;          /* response heads are assembled here */
     struct tp_strbuf log_scratch;           /* access-log lines are assembled here */
     struct tp_mirror *mirrors;              /* shadow requests in flight (mirror.c) */
@@ -82,6 +93,7 @@ enum tp_conn_state {
     TP_CONN_TUNNEL,     /* after 101: bytes both ways */
     TP_CONN_CLOSING,    /* flushing the last response, then close */
     TP_CONN_LINGER,     /* response sent, write side shut: discard input until EOF or timeout */
+    TP_CONN_PLUGIN,     /* a plugin hook is waiting (JWKS fetch...): client input left unread */
 };
 
 enum tp_timer_kind {
@@ -96,7 +108,10 @@ enum tp_timer_kind {
     TP_T_UP_WRITE,
     TP_T_POOL_IDLE,
     TP_T_LINGER,    /* lingering close: fixed 2 s */
+    TP_T_PLUGIN,    /* a suspended plugin: TP_PLUGIN_WAIT_MS */
 };
+
+#define TP_PLUGIN_WAIT_MS 30000 /* a suspended plugin hook longer than this is a gateway fault */
 
 #define TP_LINGER_MS 2000
 
@@ -143,8 +158,11 @@ struct tp_upconn {
     uint32_t read_hint;           /* next read size (adaptive) */
 };
 
+struct tp_plugin_ctx;
+
 struct tp_request {
     struct tp_wsnap *ws;
+    struct tp_plugin_ctx *plugins; /* NULL when the route has no plugins */
     const struct tp_route *route;
     const struct tp_service *service;
     struct tp_target *target;
@@ -181,6 +199,13 @@ struct tp_request {
     bool keepalive;               /* keep the client connection after this request */
     bool req_body_done, resp_head_done, resp_done, resp_chunked_out, resp_started;
     bool up_reusable;
+    /* plugins (src/plugins/chain.c) */
+    size_t head_pending;          /* head bytes left in c->in while a plugin waits */
+    uint64_t max_body;            /* body limit of this request (0 = none) */
+    bool buffer_body;             /* request body collected for request_body hooks */
+    bool buffer_resp;             /* response body collected for response_body hooks */
+    struct evbuffer *body_buf;    /* the request or response body being collected */
+    struct tp_strbuf resp_head;   /* response head without framing, while buffer_resp */
 };
 
 struct tp_conn {
@@ -213,6 +238,13 @@ struct tp_wsnap *tp_worker_snap_acquire(struct tp_worker *w);
 void tp_worker_snap_release(struct tp_worker *w, struct tp_wsnap *ws);
 /** Queue one access-log line (bytes copied); written within 20 ms or at 32 KiB. */
 void tp_worker_access_log(struct tp_worker *w, const char *line, size_t len);
+/** Queue one security-log line (bytes copied); same buffering as the access log. */
+void tp_worker_security_log(struct tp_worker *w, const char *line, size_t len);
+/** The worker's plugin registry: value stored under key, or NULL. */
+void *tp_worker_kv_get(struct tp_worker *w, const char *key);
+/** Store value under key (replacing and destroying an older value). 0 or TP_ENOMEM. */
+int tp_worker_kv_put(struct tp_worker *w, const char *key, void *value,
+                     void (*destroy)(void *value));
 /** A client connection was freed: resume accepting below max_conns, exit when draining. */
 void tp_worker_conn_closed(struct tp_worker *w);
 /** 64 random bits (xorshift128+, seeded from getrandom): ids, not secrets. */
@@ -228,16 +260,26 @@ void tp_conn_accept(struct tp_worker *w, int fd, const struct sockaddr_storage *
                     uint16_t local_port);
 /** Graceful stop: close c now if idle, else let its current request finish and close. */
 void tp_conn_shutdown(struct tp_conn *c);
+/** A suspended plugin hook of c's request may go on: run the chain again, then proxy or answer. */
+void tp_conn_resume(struct tp_conn *c);
 /** Close c and its upstream connection at once (forced exit). */
 void tp_conn_abort(struct tp_conn *c);
 
 /* proxy_head.c — RFC 9110 §7.6 rewriting; see the file comment */
-/** Build c->req.head, the upstream request head for msg routed by m. 0, TP_ENOMEM,
- *  TP_ETOOBIG (path over 16 KiB) or TP_EINVAL (more than 32 Connection options). */
+/** Build c->req.head, the upstream request head for msg routed by m, with the plugins' edits.
+ *  With c->req.buffer_body the framing field and the final CRLF are left out (added once the
+ *  body is known). 0, TP_ENOMEM, TP_ETOOBIG (path over 16 KiB) or TP_EINVAL (more than 32
+ *  Connection options). */
 int tp_proxy_build_request_head(struct tp_conn *c, const struct tp_http_message *msg,
                                 const struct tp_router_match *m);
-/** Append the client response head for upstream response msg to out. 0 or TP_ENOMEM. */
+/** Append the client response head for upstream response msg to out. 0 or TP_ENOMEM.
+ *  With out NULL the head is left open in c->req.resp_head: no framing, no Connection field,
+ *  no final CRLF (tp_proxy_close_response_head completes it). */
 int tp_proxy_build_response_head(struct tp_conn *c, const struct tp_http_message *msg,
+                                 struct evbuffer *out);
+/** Complete c->req.resp_head with Content-Length len (or chunked when chunked) and the
+ *  Connection field, and move it to out. 0 or TP_ENOMEM. */
+int tp_proxy_close_response_head(struct tp_conn *c, uint64_t len, bool chunked,
                                  struct evbuffer *out);
 /** Keep a valid incoming X-Request-ID or generate one into c->req.request_id. msg may be
  *  NULL (unparseable request). */

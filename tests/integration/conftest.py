@@ -111,6 +111,7 @@ class Gateway:
         self.config_path = os.path.join(self.dir, "turnpike.yaml")
         self.access_log = os.path.join(self.dir, "access.log")
         self.error_log = os.path.join(self.dir, "error.log")
+        self.security_log = os.path.join(self.dir, "security.log")
         self.stdout_path = os.path.join(self.dir, "stdout.txt")
         self.stderr_path = os.path.join(self.dir, "stderr.txt")
         self.opts = dict(services=services, upstreams=upstreams, limits=limits, workers=workers,
@@ -129,7 +130,8 @@ class Gateway:
                 o[k] = v
         d = {"listen": ["127.0.0.1:%d" % self.port], "workers": o["workers"],
              "access_log": self.access_log if o["access_log"] == "file" else o["access_log"],
-             "error_log": self.error_log, "log_level": o["log_level"]}
+             "error_log": self.error_log, "security_log": self.security_log,
+             "log_level": o["log_level"]}
         if o["trusted_proxies"]:
             d["trusted_proxies"] = o["trusted_proxies"]
         if o["limits"]:
@@ -201,6 +203,15 @@ class Gateway:
     def access_lines(self):
         data = self.read(self.access_log)
         return [l for l in data.split(b"\n") if l]
+
+    def security_lines(self, n=0, timeout=5.0):
+        """The security log as parsed JSON objects; waits until it has at least n lines."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [l for l in self.read(self.security_log).split(b"\n") if l]
+            if len(lines) >= n or time.monotonic() >= deadline:
+                return [json.loads(l) for l in lines]
+            time.sleep(0.05)
 
     def wait_access_lines(self, n, timeout=5.0):
         """Wait until the access log has at least n lines, then a little more for stragglers."""
