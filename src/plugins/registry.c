@@ -25,8 +25,8 @@ extern const struct tp_plugin tp_plugin_response_transformer;
 extern const struct tp_plugin tp_plugin_request_termination;
 
 const struct tp_plugin *const tp_plugins[] = {
-    /* &tp_plugin_key_auth, */
-    /* &tp_plugin_basic_auth, */
+    &tp_plugin_key_auth,
+    &tp_plugin_basic_auth,
     /* &tp_plugin_jwt, */
     /* &tp_plugin_acl, */
     /* &tp_plugin_abac, */
