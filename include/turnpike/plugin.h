@@ -231,8 +231,13 @@ int tp_plugin_add_header(struct tp_plugin_ctx *ctx, const char *name, struct tp_
 int tp_plugin_remove_header(struct tp_plugin_ctx *ctx, const char *name);
 /** Replace the whole query string sent upstream (without '?'; empty = none). 0 or TP_ENOMEM. */
 int tp_plugin_set_query(struct tp_plugin_ctx *ctx, struct tp_slice query);
-/** Replace the path sent upstream (before the service path is prefixed; starts with '/'). */
+/** Replace the whole path sent upstream (as Kong's request-transformer replace.uri: neither
+ *  strip_path nor the service's url path apply any more); starts with '/'. 0, TP_EINVAL (no
+ *  leading '/', a control character, '?' or '#'), TP_ENOMEM. */
 int tp_plugin_set_upstream_path(struct tp_plugin_ctx *ctx, struct tp_slice path);
+/** Change the method sent upstream (request-transformer http_method): an upper-case token.
+ *  0, TP_EINVAL or TP_ENOMEM. The method seen by later plugins changes too. */
+int tp_plugin_set_method(struct tp_plugin_ctx *ctx, struct tp_slice method);
 /** Lower the request's body limit (bytes): bodies above it get 413, also when chunked. */
 void tp_plugin_set_max_body(struct tp_plugin_ctx *ctx, uint64_t max_bytes);
 /** Ask for the whole request body (request_body hooks); bodies over TP_PLUGIN_BODY_MAX get 413. */

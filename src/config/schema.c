@@ -545,6 +545,9 @@ static uint64_t walk_pairs(struct tp__cfg_ctx *ctx, const struct tp__cfg_schema 
         }
         seen |= UINT64_C(1) << k;
         yaml_node_t *value = tp__cfg_node(ctx, node->data.mapping.pairs.start[i].value);
+        /* in a plugin's config, null means "not set" (Kong's exports write unset fields so) */
+        if (value && ctx->path && tp__cfg_is_null(value))
+            continue;
         if (value)
             apply(ctx, &schema->keys[k], value, obj);
     }

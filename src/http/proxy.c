@@ -577,6 +577,14 @@ static bool dispatch_request(struct tp_conn *c, const struct tp_http_message *ms
     const struct tp_config *cfg = req->ws->snap->config;
     int rc;
     if (req->plugins) {
+        /* later hooks (bodies, response, log) read the head after c->in moved on */
+        if (tp_chain_detach_message(req->plugins) != 0)
+            return respond_error(c, 500, "out of memory", true), false;
+        struct tp_slice nm;
+        if (tp_chain_method(req->plugins, &nm)) {
+            req->is_head = TP_SLICE_IEQ(nm, "HEAD");
+            req->idempotent = method_idempotent(nm);
+        }
         req->max_body = tp_chain_max_body(req->plugins);
         if (tp_chain_wants_request_body(req->plugins) && msg->framing != TP_HTTP_BODY_NONE) {
             req->buffer_body = true;
@@ -1064,7 +1072,10 @@ static bool read_response_head(struct tp_conn *c)
         respond_error(c, 502, "out of memory", true);
         return false;
     }
-    int rc = tp_http_parse_response(p, TP_MIN(len, cap), tp_slice_cstr(req->method), &msg, &hl);
+    struct tp_slice sent = tp_slice_cstr(req->method); /* a HEAD answer has no body */
+    if (req->plugins)
+        tp_chain_method(req->plugins, &sent);
+    int rc = tp_http_parse_response(p, TP_MIN(len, cap), sent, &msg, &hl);
     if (rc == TP_EAGAIN) {
         if (len > cap)
             respond_error(c, 502, "upstream response head too large", false);

@@ -365,7 +365,10 @@ int tp_proxy_build_request_head(struct tp_conn *c, const struct tp_http_message 
         if (tp_chain_header_dropped(pc, TP_SLICE_LIT("host")))
             tp_plugin_header(pc, "host", 0, &host_over);
     }
-    int rc = tp_strbuf_append(b, msg->method.ptr, msg->method.len);
+    struct tp_slice method = msg->method;
+    if (pc)
+        tp_chain_method(pc, &method);
+    int rc = tp_strbuf_append(b, method.ptr, method.len);
     rc = rc ? rc : tp_strbuf_append(b, " ", 1);
     rc = rc ? rc : tp_strbuf_append(b, path.ptr, path.len);
     if (query.len && rc == 0) {

@@ -186,6 +186,8 @@ struct tp_plugin_ctx {
     const struct tp_credential *credential;
     bool anonymous, consumer_changed;
     json_t *claims;
+    bool detached;                           /* msg_copy no longer points into client input */
+    struct tp_slice method;                  /* tp_plugin_set_method, else len 0 */
     /* upstream request edits */
     struct edits req_edits;
     struct tp_slice query, upstream_path;
@@ -291,6 +293,64 @@ int tp_chain_keep_message(struct tp_plugin_ctx *ctx)
     return 0;
 }
 
+/* Rebase one slice from [lo, ...) to copy. */
+static void rebase(struct tp_slice *s, const char *lo, const char *copy)
+{
+    if (s->ptr && s->len)
+        s->ptr = copy + (s->ptr - lo);
+}
+
+static void span(const struct tp_slice *s, const char **lo, const char **hi)
+{
+    if (!s->ptr || !s->len)
+        return;
+    if (!*lo || s->ptr < *lo)
+        *lo = s->ptr;
+    if (!*hi || s->ptr + s->len > *hi)
+        *hi = s->ptr + s->len;
+}
+
+int tp_chain_detach_message(struct tp_plugin_ctx *ctx)
+{
+    if (ctx->detached)
+        return 0;
+    int rc = tp_chain_keep_message(ctx);
+    if (rc)
+        return rc;
+    /* every slice points into one contiguous head: copy that range once and rebase */
+    struct tp_http_message *m = &ctx->msg_copy;
+    const char *lo = NULL, *hi = NULL;
+    span(&m->method, &lo, &hi);
+    span(&m->target, &lo, &hi);
+    span(&m->path, &lo, &hi);
+    span(&m->query, &lo, &hi);
+    span(&m->target_authority, &lo, &hi);
+    span(&m->host, &lo, &hi);
+    for (size_t i = 0; i < m->num_headers; i++) {
+        span(&m->headers[i].name, &lo, &hi);
+        span(&m->headers[i].value, &lo, &hi);
+    }
+    if (lo) {
+        char *copy = arena_alloc(ctx, (size_t)(hi - lo));
+        if (!copy)
+            return TP_ENOMEM;
+        memcpy(copy, lo, (size_t)(hi - lo));
+        rebase(&m->method, lo, copy);
+        rebase(&m->target, lo, copy);
+        rebase(&m->path, lo, copy);
+        rebase(&m->query, lo, copy);
+        rebase(&m->target_authority, lo, copy);
+        rebase(&m->host, lo, copy);
+        for (size_t i = 0; i < m->num_headers; i++) {
+            rebase(&m->headers[i].name, lo, copy);
+            rebase(&m->headers[i].value, lo, copy);
+        }
+    }
+    /* captures point into the request's normalised path, which lives as long as the request */
+    ctx->detached = true;
+    return 0;
+}
+
 const struct tp_http_message *tp_chain_message(const struct tp_plugin_ctx *ctx)
 {
     return ctx->msg;
@@ -333,7 +393,30 @@ void tp_chain_request_end(struct tp_plugin_ctx *ctx)
 
 struct tp_slice tp_plugin_method(const struct tp_plugin_ctx *ctx)
 {
-    return ctx->msg->method;
+    return ctx->method.len ? ctx->method : ctx->msg->method;
+}
+
+int tp_plugin_set_method(struct tp_plugin_ctx *ctx, struct tp_slice method)
+{
+    /* a token (RFC 9110 §9.1, §5.6.2), upper-case letters as every registered method */
+    if (method.len == 0 || method.len > 32)
+        return TP_EINVAL;
+    for (size_t i = 0; i < method.len; i++)
+        if (!((method.ptr[i] >= 'A' && method.ptr[i] <= 'Z') || method.ptr[i] == '-' ||
+              method.ptr[i] == '_'))
+            return TP_EINVAL;
+    struct tp_slice m = arena_dup(ctx, method.ptr, method.len);
+    if (!m.ptr)
+        return TP_ENOMEM;
+    ctx->method = m;
+    return 0;
+}
+
+bool tp_chain_method(const struct tp_plugin_ctx *ctx, struct tp_slice *method)
+{
+    if (ctx->method.len)
+        *method = ctx->method;
+    return ctx->method.len != 0;
 }
 
 struct tp_slice tp_plugin_path(const struct tp_plugin_ctx *ctx)
@@ -408,6 +491,8 @@ bool tp_plugin_query_arg(const struct tp_plugin_ctx *ctx, const char *name,
 {
     struct tp_slice q = tp_plugin_query(ctx);
     size_t nlen = strlen(name);
+    if (!q.len)
+        return false;
     const char *p = q.ptr, *end = q.ptr + q.len;
     while (p && p < end) {
         const char *amp = memchr(p, '&', (size_t)(end - p));
