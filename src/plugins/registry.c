@@ -32,11 +32,11 @@ const struct tp_plugin *const tp_plugins[] = {
     /* &tp_plugin_abac, */
     /* &tp_plugin_resource_acl, */
     /* &tp_plugin_ip_restriction, */
-    /* &tp_plugin_cors, */
-    /* &tp_plugin_request_size_limiting, */
-    /* &tp_plugin_request_transformer, */
-    /* &tp_plugin_response_transformer, */
-    /* &tp_plugin_request_termination, */
+    &tp_plugin_cors,
+    &tp_plugin_request_size_limiting,
+    &tp_plugin_request_transformer,
+    &tp_plugin_response_transformer,
+    &tp_plugin_request_termination,
     NULL,
 };
 

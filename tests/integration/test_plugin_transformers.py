@@ -1,0 +1,381 @@
+"""request-transformer and response-transformer (docs/plugins/request-transformer.md,
+response-transformer.md): every operation (remove, rename, replace, add, append) on request
+headers, query strings, JSON and form bodies (as the backend received them), replace.uri; on
+response headers and JSON bodies (json_types), local answers, bodies that must pass untouched;
+config errors with FILE:LINE:COLUMN."""
+
+import json
+import re
+import socketserver
+import subprocess
+import threading
+
+import pytest
+
+from conftest import route, service, turnpike_bin
+from rawhttp import assert_json_error, request
+
+
+def rt(**config):
+    return {"name": "request-transformer", "config": config}
+
+
+def rsp(**config):
+    return {"name": "response-transformer", "config": config}
+
+
+class RawBackend:
+    """Answers every request with the bytes of the response registered for its path."""
+
+    def __init__(self, responses):
+        outer = self
+        self.responses = responses
+
+        class H(socketserver.BaseRequestHandler):
+            def handle(self):
+                buf = b""
+                while b"\r\n\r\n" not in buf:
+                    d = self.request.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                path = buf.split(b" ", 2)[1].decode()
+                self.request.sendall(outer.responses.get(path, outer.responses["*"]))
+
+        class S(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        self.server = S(("127.0.0.1", 0), H)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.server.server_address[1]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def raw_json(body, ctype="application/json", chunked=False):
+    if chunked:
+        mid = len(body) // 2
+        framed = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:mid], body[mid:]))
+        return (b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\n"
+                b"Connection: close\r\n\r\n%s0\r\n\r\n" % (ctype.encode(), framed))
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s" % (ctype.encode(), len(body), body))
+
+
+UPSTREAM_DOC = b'{"id":7,"price":1.10,"tags":["a"],"name":"x","nested":{"k":[1,{"z":null}]}}'
+
+
+@pytest.fixture(scope="module")
+def gw(mstack):
+    be = mstack.backend("echo")
+    raw = RawBackend({
+        "/doc": raw_json(UPSTREAM_DOC),
+        "/chunked": raw_json(UPSTREAM_DOC, chunked=True),
+        "/problem": raw_json(UPSTREAM_DOC, "application/problem+json; charset=utf-8"),
+        "/invalid": raw_json(b'{"id": 7, oops'),
+        "/array": raw_json(b'[{"id":7}]'),
+        "/text": raw_json(UPSTREAM_DOC, "text/plain"),
+        "*": raw_json(b"{}"),
+    })
+    json_ops = rsp(remove={"json": ["id"]}, rename={"json": ["name:title"]},
+                   replace={"json": ["price:2.5"], "json_types": ["number"]},
+                   add={"json": ["added:yes", "flag:true", "n:-3e2", "tags:never"],
+                        "json_types": ["string", "boolean", "number", "string"]},
+                   append={"json": ["tags:b"]})
+    services = [
+        service("s", be.url, [
+            route("hdr", ["/hdr"], plugins=[rt(
+                remove={"headers": ["x-remove"]},
+                rename={"headers": ["x-old:x-new", "x-absent:x-never"]},
+                replace={"headers": ["x-rep:replaced", "x-missing:nope"]},
+                add={"headers": ["x-add:added", "x-present:nope"]},
+                append={"headers": ["x-app:two", "x-fresh:one"]})]),
+            route("qs", ["/qs"], plugins=[rt(
+                remove={"querystring": ["r"]},
+                rename={"querystring": ["old:new"]},
+                replace={"querystring": ["rep:R V", "missing:x"]},
+                add={"querystring": ["add:a&b", "keep:no"]},
+                append={"querystring": ["app:2"]})]),
+            route("uri", ["/uri"], plugins=[rt(replace={"uri": "/replaced/path"})]),
+            route("method", ["/method"], plugins=[rt(http_method="post")]),
+            route("body", ["/body"], plugins=[rt(
+                remove={"body": ["secret"]},
+                rename={"body": ["old:new"]},
+                replace={"body": ["rep:R", "missing:x"]},
+                add={"body": ["add:A", "keep:no"]},
+                append={"body": ["list:x", "s:y"]})]),
+            route("resp-hdr", ["/resp-hdr"], plugins=[rsp(
+                remove={"headers": ["X-Backend"]},
+                add={"headers": ["X-Added:yes", "Content-Type:never"]},
+                append={"headers": ["X-Added:again", "Cache-Control:no-store"]})]),
+            route("resp-hdr2", ["/resp-hdr2"], plugins=[rsp(
+                rename={"headers": ["X-Backend:X-Server"]},
+                replace={"headers": ["X-Server:replaced", "X-Missing:nope"]},
+                add={"headers": ["X-Backend:late"]})]),
+            route("resp-echo", ["/resp-echo"], plugins=[rsp(
+                remove={"json": ["conn_id", "body_sha256", "headers"]},
+                replace={"headers": ["Content-Type:application/vnd.echo+json"]},
+                add={"json": ["added:1"], "json_types": ["number"]})]),
+            route("resp-local", ["/resp-local"], plugins=[
+                rsp(add={"headers": ["X-Added:yes"], "json": ["added:1"]}),
+                {"name": "request-termination", "config": {"status_code": 403,
+                                                           "message": "closed"}}]),
+        ]),
+        service("raw", raw.url, [route("raw", ["/raw"], plugins=[json_ops])]),
+        service("based", be.url + "/base", [route("uri-based", ["/based"], plugins=[rt(
+            replace={"uri": "/over", "headers": ["Host:internal.example"]})])]),
+    ]
+    g = mstack.gateway(services)
+    g.be = be
+    g.raw = raw
+    yield g
+    raw.close()
+
+
+def echoed(resp):
+    assert resp.status == 200, resp
+    return json.loads(resp.body)
+
+
+def up_headers(doc, name):
+    return [v for n, v in doc["headers"] if n.lower() == name.lower()]
+
+
+# ---- request-transformer: headers, query, uri ----
+
+def test_request_headers(gw):
+    doc = echoed(request(gw.port, "GET", "/hdr/x", headers=[
+        ("X-Remove", "gone"), ("X-Old", "o1"), ("X-Old", "o2"), ("X-New", "overwritten"),
+        ("X-Rep", "orig"), ("X-Present", "yes"), ("X-App", "one")]))
+    assert up_headers(doc, "x-remove") == []
+    assert up_headers(doc, "x-old") == []
+    assert up_headers(doc, "x-new") == ["o1", "o2"]     # rename takes every value
+    assert up_headers(doc, "x-never") == []             # rename of an absent header: nothing
+    assert up_headers(doc, "x-rep") == ["replaced"]
+    assert up_headers(doc, "x-missing") == []           # replace only if present
+    assert up_headers(doc, "x-add") == ["added"]
+    assert up_headers(doc, "x-present") == ["yes"]      # add only if absent
+    assert up_headers(doc, "x-app") == ["one", "two"]   # append adds a value
+    assert up_headers(doc, "x-fresh") == ["one"]
+
+
+def test_request_headers_absent(gw):
+    doc = echoed(request(gw.port, "GET", "/hdr/x"))
+    assert up_headers(doc, "x-rep") == [] and up_headers(doc, "x-new") == []
+    assert up_headers(doc, "x-present") == ["nope"]
+    assert up_headers(doc, "x-app") == ["two"]
+
+
+def test_request_querystring(gw):
+    doc = echoed(request(gw.port, "GET", "/qs/x?r=1&old=o&rep=x&keep=yes&app=1&z=%7E&rep=y"))
+    assert doc["query"] == "new=o&rep=R%20V&keep=yes&app=1&z=%7E&add=a%26b&app=2"
+    assert doc["path"] == "/x"
+    # nothing to change: the query goes as it came
+    doc = echoed(request(gw.port, "GET", "/qs/x?add=1&keep=2&app=3"))
+    assert doc["query"] == "add=1&keep=2&app=3&app=2"
+    doc = echoed(request(gw.port, "GET", "/qs/x"))
+    assert doc["query"] == "add=a%26b&keep=no&app=2"
+
+
+def test_replace_uri(gw):
+    doc = echoed(request(gw.port, "GET", "/uri/anything?q=1"))
+    assert doc["path"] == "/replaced/path" and doc["query"] == "q=1"
+    # the whole upstream path, as Kong's set_path: the service's /base is not prefixed
+    doc = echoed(request(gw.port, "GET", "/based/x"))
+    assert doc["path"] == "/over"
+
+
+def test_http_method(gw):
+    doc = echoed(request(gw.port, "GET", "/method/x"))
+    assert doc["method"] == "POST"  # Kong upper-cases http_method
+
+
+def test_replace_host(gw):
+    doc = echoed(request(gw.port, "GET", "/based/x", host="public.example"))
+    assert up_headers(doc, "host") == ["internal.example"]
+
+
+# ---- request-transformer: bodies ----
+
+JSON_IN = b'{"secret":1,"old":{"n":[1,2]},"rep":1.10,"keep":true,"list":["a"],"s":"str","n":1.10}'
+JSON_OUT = ('{"new":{"n":[1,2]},"rep":"R","keep":true,"list":["a","x"],"s":["str","y"],'
+            '"n":1.10,"add":"A"}')
+
+
+def test_json_body(gw):
+    doc = echoed(request(gw.port, "POST", "/body/x", body=JSON_IN,
+                         headers=[("Content-Type", "application/json; charset=utf-8")]))
+    assert doc["body"] == JSON_OUT
+    assert up_headers(doc, "content-length") == [str(len(JSON_OUT))]
+
+
+def test_json_body_chunked(gw):
+    framed = b"%x\r\n%s\r\n0\r\n\r\n" % (len(JSON_IN), JSON_IN)
+    doc = echoed(request(gw.port, "POST", "/body/x", body=framed,
+                         headers=[("Content-Type", "application/json"),
+                                  ("Transfer-Encoding", "chunked")]))
+    assert doc["body"] == JSON_OUT
+
+
+def test_form_body(gw):
+    body = b"secret=1&old=o&rep=1&keep=yes&list=a&s=str&sp=a+b"
+    doc = echoed(request(gw.port, "POST", "/body/x", body=body,
+                         headers=[("Content-Type", "application/x-www-form-urlencoded")]))
+    want = "new=o&rep=R&keep=yes&list=a&s=str&sp=a+b&add=A&list=x&s=y"
+    assert doc["body"] == want
+    assert up_headers(doc, "content-length") == [str(len(want))]
+
+
+@pytest.mark.parametrize("ctype,body", [
+    ("application/json", b'{"secret": 1, broken'),      # invalid JSON passes untouched
+    ("application/json", b'[{"secret":1}]'),             # not an object
+    ("text/plain", b'{"secret":1}'),                     # not a type the plugin edits
+    ("multipart/form-data; boundary=x", b"--x--\r\n"),
+])
+def test_bodies_passed_untouched(gw, ctype, body):
+    doc = echoed(request(gw.port, "POST", "/body/x", body=body,
+                         headers=[("Content-Type", ctype)]))
+    assert doc["body"] == body.decode()
+
+
+# ---- response-transformer ----
+
+def test_response_headers_remove_add_append(gw):
+    r = request(gw.port, "GET", "/resp-hdr/status/204")
+    assert r.status == 204, r
+    assert r.header("x-backend") is None
+    assert r.header_all("x-added") == ["yes", "again"]
+    assert r.header("cache-control") == "no-store"
+    assert r.header("content-type") == "never"          # absent on the 204: added
+
+
+def test_response_headers_rename_replace_order(gw):
+    r = request(gw.port, "GET", "/resp-hdr2/status/204")
+    assert r.status == 204, r
+    # rename runs before replace, and add after both: X-Backend is absent again by then
+    assert r.header_all("x-server") == ["replaced"]
+    assert r.header_all("x-backend") == ["late"]
+    assert r.header("x-missing") is None
+
+
+def test_response_json_on_the_echo(gw):
+    r = request(gw.port, "GET", "/resp-echo/x?q=1")
+    assert r.status == 200
+    assert r.header("content-type") == "application/vnd.echo+json"  # still JSON: +json
+    doc = json.loads(r.body)
+    assert list(doc) == ["method", "target", "path", "query", "version", "body_len", "body",
+                         "backend", "added"]
+    assert doc["added"] == 1 and doc["query"] == "q=1"
+    assert int(r.header("content-length")) == len(r.body)
+
+
+RAW_OUT = {"price": 2.5, "tags": ["a", "b"], "title": "x",
+           "nested": {"k": [1, {"z": None}]}, "added": "yes", "flag": True, "n": -300.0}
+
+
+@pytest.mark.parametrize("path", ["/raw/doc", "/raw/chunked", "/raw/problem"])
+def test_response_json_operations_and_types(gw, path):
+    r = request(gw.port, "GET", path)
+    assert r.status == 200, r
+    doc = json.loads(r.body)
+    assert doc == RAW_OUT
+    assert list(doc) == list(RAW_OUT)
+    # untouched values keep their bytes (no re-serialisation of the nested object)
+    assert b'"nested":{"k":[1,{"z":null}]}' in r.body and b'"n":-3e2' in r.body
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/raw/invalid", b'{"id": 7, oops'),
+    ("/raw/array", b'[{"id":7}]'),
+    ("/raw/text", UPSTREAM_DOC),
+])
+def test_response_bodies_passed_untouched(gw, path, body):
+    r = request(gw.port, "GET", path)
+    assert r.status == 200 and r.body == body, r
+
+
+def test_response_head_request(gw):
+    r = request(gw.port, "HEAD", "/raw/doc")
+    assert r.status == 200 and r.body == b"", r
+
+
+def test_local_answer_gets_headers_not_json(gw):
+    r = request(gw.port, "GET", "/resp-local")
+    doc = assert_json_error(r, 403)
+    assert doc["message"] == "closed" and "added" not in doc
+    assert r.header("x-added") == "yes"
+
+
+# ---- config ----
+
+def check(tmp_path, plugin, config_yaml):
+    p = tmp_path / "c.yaml"
+    p.write_text("""listen: ["127.0.0.1:1"]
+services:
+  - name: s
+    url: http://127.0.0.1:9
+    routes:
+      - name: r
+        paths: [/]
+        plugins:
+          - name: %s
+            config:
+%s
+""" % (plugin, config_yaml))
+    res = subprocess.run([turnpike_bin(), "-t", "-c", str(p)], capture_output=True, timeout=20)
+    return res, str(p)
+
+
+def test_kong_files_load(tmp_path):
+    res, _ = check(tmp_path, "request-transformer", """              http_method: null
+              remove: {headers: [], querystring: [], body: []}
+              rename: {headers: [], querystring: [], body: []}
+              replace: {headers: [], querystring: [], body: [], uri: null}
+              add: {headers: ["x-a:1"], querystring: [], body: []}
+              append: {headers: [], querystring: [], body: []}""")
+    assert res.returncode == 0, res.stderr
+    res, _ = check(tmp_path, "response-transformer",
+                   """              remove: {headers: [], json: []}
+              rename: {headers: [], json: []}
+              replace: {headers: [], json: [], json_types: []}
+              add: {headers: [], json: ["a:1"], json_types: [number]}
+              append: {headers: [], json: [], json_types: []}""")
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("plugin,config,line,col,text", [
+    ("request-transformer", '              add: {headers: ["x-a:$(headers.b)"]}', 11, 31,
+     "templates"),
+    ("request-transformer", "              http_method: \"P O\"", 11, 28, "must be a method"),
+    ("request-transformer", '              rename: {headers: ["x-a:Content-Length"]}', 11, 34,
+     "framing header"),
+    ("request-transformer", '              add: {body: ["novalue"]}', 11, 28, "has no value"),
+    ("request-transformer", '              add: {headers: ["bad name:1"]}', 11, 31,
+     "not a valid header name"),
+    ("request-transformer", "              replace: {uri: relative/path}", 11, 30,
+     "must be a path starting with '/'"),
+    ("request-transformer", "              add: {cookies: []}", 11, 21, 'unknown key "cookies"'),
+    ("response-transformer", '              add: {json: ["a:1"], json_types: [integer]}', 11, 49,
+     "must be one of: boolean, number, string"),
+    ("response-transformer", '              add: {json: ["a:abc"], json_types: [number]}', 11, 28,
+     "not a JSON number"),
+    ("response-transformer", '              append: {headers: ["Transfer-Encoding:gzip"]}', 11,
+     34, "framing header"),
+    ("response-transformer", "              remove: {json_types: [string]}", 11, 24,
+     'unknown key "json_types"'),
+])
+def test_config_errors(tmp_path, plugin, config, line, col, text):
+    res, path = check(tmp_path, plugin, config)
+    assert res.returncode == 1
+    err = res.stderr.decode()
+    m = re.search(re.escape(path) + r":(\d+):(\d+): (.*)", err)
+    assert m, err
+    assert (int(m.group(1)), int(m.group(2))) == (line, col), err
+    assert "plugins[0](%s).config" % plugin in m.group(3) and text in m.group(3), err
