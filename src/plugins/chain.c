@@ -185,6 +185,8 @@ struct tp_plugin_ctx {
     const struct tp_consumer *consumer;
     const struct tp_credential *credential;
     bool anonymous, consumer_changed;
+    bool authenticated;                      /* an auth plugin accepted the request (with or
+                                                without a consumer) */
     json_t *claims;
     bool detached;                           /* msg_copy no longer points into client input */
     struct tp_slice method;                  /* tp_plugin_set_method, else len 0 */
@@ -813,14 +815,15 @@ void tp_plugin_set_consumer(struct tp_plugin_ctx *ctx, const struct tp_consumer 
     ctx->consumer = c;
     ctx->credential = cred;
     ctx->anonymous = false;
+    ctx->authenticated = true;
     ctx->consumer_changed = true;
     identity_headers(ctx);
 }
 
 void tp_plugin_set_anonymous(struct tp_plugin_ctx *ctx, const struct tp_consumer *c)
 {
-    if (ctx->consumer && !ctx->anonymous)
-        return; /* a real consumer is never downgraded */
+    if (ctx->authenticated)
+        return; /* an authenticated request is never downgraded */
     ctx->consumer = c;
     ctx->credential = NULL;
     ctx->anonymous = true;
@@ -1158,7 +1161,7 @@ enum tp_chain_result tp_chain_run_request(struct tp_plugin_ctx *ctx)
             if (!hook)
                 continue;
             bool auth = access && pl->auth;
-            if (auth && ctx->consumer && !ctx->anonymous)
+            if (auth && ctx->authenticated)
                 continue; /* any of: already authenticated */
             if (access && !auth && ctx->deferred.status)
                 return send_deferred(ctx);
@@ -1190,7 +1193,7 @@ enum tp_chain_result tp_chain_run_request(struct tp_plugin_ctx *ctx)
             }
             if (auth)
                 flush_security(ctx, &ctx->local); /* a rejected credential, then anonymous */
-            if (auth && ctx->consumer)
+            if (auth && (ctx->authenticated || ctx->anonymous))
                 memset(&ctx->deferred, 0, sizeof(ctx->deferred)); /* superseded */
             if (ctx->consumer_changed)
                 merge_consumer_plugins(ctx);
