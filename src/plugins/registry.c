@@ -27,7 +27,7 @@ extern const struct tp_plugin tp_plugin_request_termination;
 const struct tp_plugin *const tp_plugins[] = {
     &tp_plugin_key_auth,
     &tp_plugin_basic_auth,
-    /* &tp_plugin_jwt, */
+    &tp_plugin_jwt,
     /* &tp_plugin_acl, */
     /* &tp_plugin_abac, */
     /* &tp_plugin_resource_acl, */
