@@ -28,10 +28,10 @@ const struct tp_plugin *const tp_plugins[] = {
     &tp_plugin_key_auth,
     &tp_plugin_basic_auth,
     &tp_plugin_jwt,
-    /* &tp_plugin_acl, */
-    /* &tp_plugin_abac, */
-    /* &tp_plugin_resource_acl, */
-    /* &tp_plugin_ip_restriction, */
+    &tp_plugin_acl,
+    &tp_plugin_abac,
+    &tp_plugin_resource_acl,
+    &tp_plugin_ip_restriction,
     &tp_plugin_cors,
     &tp_plugin_request_size_limiting,
     &tp_plugin_request_transformer,
