@@ -13,7 +13,7 @@ DEB_BUILD  := build-essential cmake pkg-config libevent-dev libyaml-dev libpcre2
 DEB_TEST   := libcmocka-dev python3-pytest python3-requests python3-websockets \
               python3-jwt python3-cryptography \
               clang libclang-rt-14-dev libnss-wrapper valgrind
-DEB_BENCH  := wrk nginx-light haproxy
+DEB_BENCH  := wrk nginx-light haproxy python3-jwt python3-cryptography
 
 .PHONY: all deps deps-test build build-asan run demo-backends test unit integration \
         integration-asan fuzz-replay fuzz clean check-banned perf-guard

@@ -43,7 +43,7 @@ import instructions  # noqa: E402
 from instructions import (MeasureError, free_port, read_response, request_bytes,  # noqa: E402
                           stop_group, wait_listening)
 
-DEB_BENCH = ["wrk", "nginx-light", "haproxy", "valgrind"]
+DEB_BENCH = ["wrk", "nginx-light", "haproxy", "valgrind", "python3-jwt", "python3-cryptography"]
 ROUTES = 10000
 ROUTES_INFO = {}
 IDLE_CONNS = 10000
@@ -58,7 +58,12 @@ CONTENDER_LABEL = {
     "haproxy": "HAProxy",
     "tp1": "turnpike, 1 route",
     "tp10k": "turnpike, 10,000 routes",
+    "tpkey": "turnpike, key-auth",
+    "tpjwt": "turnpike, jwt (RS256)",
 }
+
+# request headers each contender's load carries (the credentials of the plugin cases)
+CONTENDER_HEADERS = {}
 
 CASES = [
     {"id": "0b-50", "title": "0 B body, 50 connections", "path": "/0", "conns": 50,
@@ -71,6 +76,8 @@ CASES = [
      "contenders": ["direct", "turnpike", "nginx", "haproxy"]},
     {"id": "routes", "title": "0 B body, 50 connections, 1 route vs 10,000 routes (turnpike only)",
      "path": "/0", "conns": 50, "contenders": ["tp1", "tp10k"]},
+    {"id": "plugins", "title": "0 B body, 50 connections: no plugin vs key-auth vs jwt RS256 "
+     "(turnpike only)", "path": "/0", "conns": 50, "contenders": ["tp1", "tpkey", "tpjwt"]},
 ]
 
 
@@ -278,9 +285,42 @@ backend be
     return conf
 
 
-def turnpike_conf(d, name, port, backend_port, routes=0, measured="/"):
+def jwt_material(d):
+    """An RSA-2048 key pair and an RS256 token for the jwt case (python3-jwt and
+    python3-cryptography from Debian): (public key PEM path, token)."""
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    path = os.path.join(d, "jwt-public.pem")
+    with open(path, "wb") as f:
+        f.write(pem)
+    token = jwt.encode({"iss": "bench-issuer", "sub": "bench", "exp": int(time.time()) + 86400},
+                       key, algorithm="RS256")
+    return path, token
+
+
+def plugin_lines(d, plugin):
+    """Route plugins and consumers of the plugin cases; sets CONTENDER_HEADERS."""
+    if plugin == "key-auth":
+        CONTENDER_HEADERS["tpkey"] = ["apikey: bench-key"]
+        return (["        plugins: [{name: key-auth}]"],
+                ["consumers:", "  - username: bench",
+                 "    keyauth_credentials: [{key: bench-key}]"])
+    pem, token = jwt_material(d)
+    CONTENDER_HEADERS["tpjwt"] = ["Authorization: Bearer " + token]
+    return (["        plugins: [{name: jwt}]"],
+            ["consumers:", "  - username: bench",
+             "    jwt_secrets: [{key: bench-issuer, algorithm: RS256, "
+             "rsa_public_key: {file: %s}}]" % pem])
+
+
+def turnpike_conf(d, name, port, backend_port, routes=0, measured="/", plugin=None):
     """The turnpike YAML.  `measured` is the route the load goes through; with routes=N there are
-    N more prefix routes /r0 .. /r{N-1}, each on its own service."""
+    N more prefix routes /r0 .. /r{N-1}, each on its own service; `plugin` (key-auth or jwt)
+    protects the measured route."""
     path = os.path.join(d, name + ".yaml")
     url = '"http://127.0.0.1:%d"' % backend_port
     lines = ['listen: ["127.0.0.1:%d"]' % port,
@@ -290,10 +330,18 @@ def turnpike_conf(d, name, port, backend_port, routes=0, measured="/"):
              "services:",
              "  - name: bench",
              "    url: " + url,
-             '    routes: [{name: measured, paths: ["%s"], strip_path: false}]' % measured]
+             "    routes:",
+             '      - {name: measured, paths: ["%s"], strip_path: false}' % measured]
+    tail = []
+    if plugin:
+        lines[-1] = '      - name: measured\n        paths: ["%s"]\n        strip_path: false' \
+            % measured
+        route_plugins, tail = plugin_lines(d, plugin)
+        lines += route_plugins
     for i in range(routes):
         lines.append("  - {name: s%d, url: %s, routes: [{name: r%d, paths: [/r%d]}]}"
                      % (i, url, i, i))
+    lines += tail
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return path
@@ -334,9 +382,11 @@ def parse_wrk(out):
     return res
 
 
-def wrk(port, path, conns, duration):
-    argv = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % duration, "--latency",
-            "http://127.0.0.1:%d%s" % (port, path)]
+def wrk(port, path, conns, duration, headers=()):
+    argv = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % duration, "--latency"]
+    for h in headers:
+        argv += ["-H", h]
+    argv.append("http://127.0.0.1:%d%s" % (port, path))
     # its own process group, so that Ctrl-C reaches only us and we stop it ourselves
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True, preexec_fn=_child_nofile, text=True)
@@ -349,9 +399,12 @@ def wrk(port, path, conns, duration):
     return parse_wrk(out)
 
 
-def http_get(port, path, timeout=10):
+def http_get(port, path, timeout=10, headers=()):
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(request_bytes(port, path))
+        req = request_bytes(port, path)
+        if headers:
+            req = req[:-2] + "".join(h + "\r\n" for h in headers).encode() + b"\r\n"
+        s.sendall(req)
         status, length, _ = read_response(s)
     return status, length
 
@@ -493,7 +546,7 @@ def fmt_bytes(n):
 
 def case_table(case, results):
     """Markdown table for one case: the medians over the rounds, and turnpike / contender."""
-    ref = "tp10k" if case["id"] == "routes" else "turnpike"
+    ref = {"routes": "tp10k", "plugins": "tp1"}.get(case["id"], "turnpike")
     med = {}
     for c in case["contenders"]:
         runs = results[case["id"]][c]
@@ -501,7 +554,7 @@ def case_table(case, results):
         med[c]["all"] = [r["rps"] for r in runs]
         med[c]["bad"] = sum(r["non2xx"] + r["errors"] for r in runs)
     rows = ["| contender | req/s | p50 ms | p99 ms | %s ÷ this: req/s | p99 | req/s per round |"
-            " errors |" % ("10k routes" if ref == "tp10k" else "turnpike"),
+            " errors |" % {"tp10k": "10k routes", "tp1": "no plugin"}.get(ref, "turnpike"),
             "|---|---:|---:|---:|---:|---:|---|---:|"]
     for c in case["contenders"]:
         m = med[c]
@@ -518,6 +571,16 @@ def case_table(case, results):
                     fmt_ratio(med["turnpike"]["rps"], med["direct"]["rps"]),
                     fmt_ratio(med["turnpike"]["p99"], med["nginx"]["p99"]),
                     fmt_ratio(med["turnpike"]["p99"], med["haproxy"]["p99"])))
+    elif ref == "tp1":
+        line = ("ratios (req/s): key-auth / no plugin **%s**, jwt RS256 / no plugin **%s**; "
+                "p99: key-auth / no plugin %s, jwt / no plugin %s" % (
+                    fmt_ratio(med["tpkey"]["rps"], med["tp1"]["rps"]),
+                    fmt_ratio(med["tpjwt"]["rps"], med["tp1"]["rps"]),
+                    fmt_ratio(med["tpkey"]["p99"], med["tp1"]["p99"]),
+                    fmt_ratio(med["tpjwt"]["p99"], med["tp1"]["p99"])))
+        line += ("\n\nThe measured route `/0` with no plugin, with key-auth (one consumer, key "
+                 "in the `apikey` header) and with jwt (one consumer, an RS256 token verified "
+                 "with a 2048-bit RSA key on every request).")
     else:
         line = "ratio (req/s): 10,000 routes / 1 route **%s**; p99 %s" % (
             fmt_ratio(med["tp10k"]["rps"], med["tp1"]["rps"]),
@@ -726,7 +789,7 @@ def main():
         mach = machine()
         # --- servers
         ports = {k: free_port() for k in ("backend", "turnpike", "nginx", "haproxy", "tp1",
-                                          "tp10k", "mem1", "mem2")}
+                                          "tp10k", "tpkey", "tpjwt", "mem1", "mem2")}
         bport = ports["backend"]
         procs.start("backend", ["nginx", "-e", os.path.join(workdir, "backend.err"), "-c",
                                 backend_conf(workdir, bport)], bport)
@@ -743,6 +806,9 @@ def main():
                                 haproxy_conf(workdir, ports["haproxy"], bport)],
                     ports["haproxy"])
         procs.start("tp1", tp("tp1", measured="/0"), ports["tp1"])
+        if any(c["id"] == "plugins" for c in cases):
+            procs.start("tpkey", tp("tpkey", measured="/0", plugin="key-auth"), ports["tpkey"])
+            procs.start("tpjwt", tp("tpjwt", measured="/0", plugin="jwt"), ports["tpjwt"])
         t0 = time.monotonic()
         procs.start("tp10k", tp("tp10k", routes=ROUTES, measured="/0"), ports["tp10k"],
                     timeout=60)
@@ -752,10 +818,12 @@ def main():
         log("turnpike with %d routes listening after %.2f s, RSS %s" % (
             ROUTES, ROUTES_INFO["start"], fmt_bytes(ROUTES_INFO["rss"])))
         port_of = {"direct": bport, "turnpike": ports["turnpike"], "nginx": ports["nginx"],
+                   "tpkey": ports["tpkey"], "tpjwt": ports["tpjwt"],
                    "haproxy": ports["haproxy"], "tp1": ports["tp1"], "tp10k": ports["tp10k"]}
         for case in cases:
             for c in case["contenders"]:
-                status, length = http_get(port_of[c], case["path"])
+                status, length = http_get(port_of[c], case["path"],
+                                          headers=CONTENDER_HEADERS.get(c, ()))
                 if status != 200 or length != BODIES[case["path"]]:
                     raise MeasureError("%s %s: status %d, %d bytes" % (c, case["path"], status,
                                                                        length))
@@ -767,14 +835,16 @@ def main():
         if args.warmup:
             for case in cases:
                 for c in case["contenders"]:
-                    wrk(port_of[c], case["path"], case["conns"], args.warmup)
+                    wrk(port_of[c], case["path"], case["conns"], args.warmup,
+                        CONTENDER_HEADERS.get(c, ()))
         for rnd in range(args.rounds):
             for case in cases:
                 order = case["contenders"]
                 k = rnd % len(order)
                 order = order[k:] + order[:k]
                 for c in order:
-                    r = wrk(port_of[c], case["path"], case["conns"], args.duration)
+                    r = wrk(port_of[c], case["path"], case["conns"], args.duration,
+                            CONTENDER_HEADERS.get(c, ()))
                     results.setdefault(case["id"], {}).setdefault(c, []).append(r)
                     log("round %d  %-7s %-28s %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms%s" % (
                         rnd + 1, case["id"], CONTENDER_LABEL[c], r["rps"], r["p50"], r["p99"],
@@ -784,8 +854,8 @@ def main():
                         errors.append("%s, %s, round %d: %d non-2xx responses, %d socket "
                                       "errors" % (case["id"], CONTENDER_LABEL[c], rnd + 1,
                                                   r["non2xx"], r["errors"]))
-        for name in ("turnpike", "nginx", "haproxy", "tp1", "tp10k"):
-            if procs.procs[name].poll() is not None:
+        for name in ("turnpike", "nginx", "haproxy", "tp1", "tp10k", "tpkey", "tpjwt"):
+            if name in procs.procs and procs.procs[name].poll() is not None:
                 errors.append("%s exited during the run (status %s)"
                               % (name, procs.procs[name].returncode))
 
