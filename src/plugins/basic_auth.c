@@ -484,12 +484,15 @@ static void wipe_creds(struct basic_creds *c)
 /*
  * A failed authentication: 401 with the challenge (and a security-log line, which the runner
  * drops if a later auth plugin of the route succeeds), or, with `anonymous`, the anonymous
- * consumer and no log line: the request is served, as anonymous, and the access log has it.
+ * consumer: the request is served as anonymous; a presented but rejected credential is still
+ * one security-log line, a missing one is none.
  */
 static enum tp_plugin_status deny(struct tp_plugin_ctx *ctx, const struct basic_auth *ba,
                                   const char *message, const char *reason)
 {
     if (ba->anonymous) {
+        if (strcmp(reason, "missing basic credentials") != 0) /* rejected, not absent */
+            tp_plugin_security_log(ctx, 401, reason);
         tp_plugin_set_anonymous(ctx, ba->anonymous);
         return TP_PLUGIN_CONTINUE;
     }

@@ -454,12 +454,15 @@ static enum key_found find_key(struct tp_plugin_ctx *ctx, const struct key_auth 
 /*
  * A failed authentication: 401 with the challenge (and a security-log line, which the runner
  * drops if a later auth plugin of the route succeeds), or, with `anonymous`, the anonymous
- * consumer and no log line: the request is served, as anonymous, and the access log has it.
+ * consumer: the request is served as anonymous; a presented but rejected credential is still
+ * one security-log line, a missing one is none.
  */
 static enum tp_plugin_status deny(struct tp_plugin_ctx *ctx, const struct key_auth *ka,
                                   const char *message, const char *reason)
 {
     if (ka->anonymous) {
+        if (strcmp(reason, "missing api key") != 0) /* a rejected key, not an absent one */
+            tp_plugin_security_log(ctx, 401, reason);
         tp_plugin_set_anonymous(ctx, ka->anonymous);
         return TP_PLUGIN_CONTINUE;
     }
