@@ -27,6 +27,7 @@
  *         jwks_file: /etc/turnpike/jwks.json
  *         jwks_uri: https://idp.example/.well-known/jwks.json
  *         consumer_claim: sub             # maps key-set tokens to a consumer (id or username)
+ *         verify_cache_size: 4096         # per worker: verified signatures remembered, 0 = off
  *
  * Keys come from two places. Consumers' jwt_secrets are found, as in Kong, by the value of
  * key_claim_name (a claim, else a header field). Keys not bound to consumers (`keys`,
@@ -36,8 +37,12 @@
  *
  * A token whose kid is unknown makes the worker fetch the JWK Set again (at most once per
  * jwks_min_refresh) and the request waits for that fetch (TP_PLUGIN_SUSPEND), once.
+ *
+ * Public-key signatures already verified on this worker are not verified again (jwt_cache.h):
+ * everything else, claims included, is checked on every request.
  */
 #include "config/schema.h"
+#include "plugins/jwt_cache.h"
 #include "plugins/jwt_jwks.h"
 #include "plugins/jwt_verify.h"
 #include "turnpike/consumer.h"
@@ -51,6 +56,7 @@
 #define JWT_DEFAULT_REALM "turnpike"
 #define JWT_MAX_REALM 256
 #define JWT_MAX_TOKEN_VALUES 8   /* values looked at per header name */
+#define JWT_VERIFY_CACHE_KEY "jwt:verify_cache" /* tp_plugin_worker_put key */
 
 /* Messages of the 401 answers: Kong's wording where Kong has one. */
 #define MSG_UNAUTHORIZED "Unauthorized"
@@ -96,6 +102,7 @@ struct jwt_conf {
     size_t num_keys;
     char *jwks_file, *jwks_uri, *jwks_ca_file, *consumer_claim; /* custom (accept null) */
     uint32_t jwks_refresh, jwks_min_refresh, jwks_timeout, jwks_cache_ttl;
+    uint32_t verify_cache_size;
 };
 
 /* A consumer's jwt secret and its parsed key. */
@@ -259,6 +266,8 @@ static const struct tp__cfg_directive jwt_keys[] = {
     TP__CFG_UINT_KEY("jwks_timeout", struct jwt_conf, jwks_timeout, 1, 60000, 5000),
     TP__CFG_UINT_KEY("jwks_cache_ttl", struct jwt_conf, jwks_cache_ttl, 0, UINT32_MAX, 0),
     TP__CFG_CUSTOM_KEY("consumer_claim", parse_nullable, false),
+    TP__CFG_UINT_KEY("verify_cache_size", struct jwt_conf, verify_cache_size, 0,
+                     TP_JWT_CACHE_MAX, TP_JWT_CACHE_DEFAULT),
 };
 /* clang-format on */
 
@@ -916,6 +925,32 @@ static const struct tp_consumer *claimed_consumer(struct tp_plugin_ctx *ctx,
                             (struct tp_slice){json_string_value(v), json_string_length(v)});
 }
 
+/*
+ * This worker's verification cache, or NULL when verify_cache_size is 0 or the cache cannot
+ * be made (then every signature is verified, as without it). One cache per worker, shared by
+ * every jwt instance and kept across reloads: its entries are bound to the key's identity, so
+ * what one instance verified holds for any other with the same key. It is made on first use
+ * and replaced by a larger one (empty) when an instance asks for more entries than it has, so
+ * a worker holds one cache of the largest size it was asked for.
+ */
+static struct tp_jwt_cache *verify_cache(struct tp_plugin_ctx *ctx, const struct jwt *j)
+{
+    size_t size = j->conf->verify_cache_size;
+    if (size == 0)
+        return NULL;
+    struct tp_jwt_cache *c = tp_plugin_worker_get(ctx, JWT_VERIFY_CACHE_KEY), *bigger = NULL;
+    if (c && tp_jwt_cache_capacity(c) >= size)
+        return c;
+    if (tp_jwt_cache_new(size, &bigger) != 0)
+        return c;
+    /* put frees the smaller cache: nothing holds it beyond the request that fetched it */
+    if (tp_plugin_worker_put(ctx, JWT_VERIFY_CACHE_KEY, bigger, tp_jwt_cache_free) != 0) {
+        tp_jwt_cache_free(bigger);
+        return c;
+    }
+    return bigger;
+}
+
 /* Verify t and authenticate the request; the claims go to the context on success. */
 static enum tp_plugin_status authenticate(struct tp_plugin_ctx *ctx, const struct jwt *j,
                                           struct tp_jwt *t)
@@ -964,12 +999,14 @@ static enum tp_plugin_status authenticate(struct tp_plugin_ctx *ctx, const struc
         return deny(ctx, j, MSG_BAD_ALG, "algorithm not allowed for the key", true);
     if (ck && ck->unusable)
         return deny(ctx, j, MSG_BAD_SECRET, "credential secret unusable", true);
-    int rc = tp_jwt_verify(t, key);
+    /* only the public-key operation may be skipped; the claims are checked below either way */
+    double now = tp_plugin_time(ctx);
+    int rc = tp_jwt_verify_cached(verify_cache(ctx, j), t, key, now);
     if (rc == TP_ENOMEM)
         return TP_PLUGIN_ERROR;
     if (rc != 0)
         return deny(ctx, j, MSG_BAD_SIG, "invalid signature", true);
-    if (tp_jwt_check_claims(t->claims, &j->rules, tp_plugin_time(ctx), &why) != 0)
+    if (tp_jwt_check_claims(t->claims, &j->rules, now, &why) != 0)
         return deny(ctx, j, why, why, true);
 
     const struct tp_consumer *consumer = cred ? cred->consumer : NULL;

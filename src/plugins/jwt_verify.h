@@ -34,6 +34,7 @@
 #define TP_JWT_MAX_KID 256     /* bytes of a `kid` */
 #define TP_JWKS_MAX_KEYS 64    /* usable keys kept from one JWK Set */
 #define TP_JWKS_MAX_BYTES (256u << 10) /* bytes of a JWK Set document */
+#define TP_JWT_KEY_ID_LEN 32   /* bytes of tp_jwt_key.id (SHA-256) */
 
 /** JWS algorithms (RFC 7518 §3.1, RFC 8037 §3.1). `none` is deliberately absent. */
 enum tp_jwt_alg {
@@ -74,6 +75,12 @@ struct tp_jwt_key {
     unsigned char *secret;      /* HMAC secret (malloc'd, may hold NUL bytes) */
     size_t secret_len;
     EVP_MAC *mac;               /* fetched "HMAC" (HMAC keys) */
+    /* What the key is, independent of where it sits in memory: SHA-256 of its DER
+     * SubjectPublicKeyInfo, computed once when the key is made. Two keys with equal ids verify
+     * exactly the same signatures, whichever config generation or JWK Set they came from, so
+     * the verification cache (jwt_cache.h) binds its entries to it. HMAC keys have none. */
+    unsigned char id[TP_JWT_KEY_ID_LEN];
+    bool has_id;
 };
 
 /** A decoded token: both JSON objects are owned (tp_jwt_clear releases them). */

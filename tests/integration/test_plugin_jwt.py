@@ -2,7 +2,9 @@
 JWK Set files and JWK Set URLs; every algorithm family; the RFC 7515 A.1-A.3 example tokens;
 cases B26, B27, B28, B30, B31, B32 of ../shared/cases/CASES.md; token locations, consumer
 headers, anonymous, the security log, Kong's fields; JWKS fetching, rotation, rate limiting of
-refetches, unreachable and slow servers, https with a private CA."""
+refetches, unreachable and slow servers, https with a private CA; the verification cache
+(verify_cache_size): claims checked on every hit, entries bound to the exact key across
+reloads and JWK Set rotations, and the cache turned off."""
 
 import base64
 import datetime
@@ -562,6 +564,7 @@ def check_config(tmp_path, config, consumers=None):
     ({"consumer_claim": "sub"}, b"consumer_claim"),
     ({"maximum_expiration": 31536001}, b"maximum_expiration"),
     ({"key_claim_name": ""}, b"key_claim_name"),
+    ({"verify_cache_size": 1048577}, b"verify_cache_size"),
 ])
 def test_config_errors(tmp_path, config, words):
     res = check_config(tmp_path, config)
@@ -854,3 +857,131 @@ def test_jwks_over_https_checks_the_certificate(stack, jwks_servers, tmp_path):
     t0 = time.monotonic()
     assert_denied(get(gw2, "/r/x", bearer(rs("a"))), "No key found for the token")
     assert time.monotonic() - t0 < 3.0
+
+
+# ---- the verification cache ------------------------------------------------------------------
+# Signatures verified once are not verified again by the same worker (docs/plugins/jwt.md);
+# everything else is. These tests reuse a token after it was verified, so its second use is
+# a cache hit, and check that every other rule still applies.
+
+RSA_B = rsa.generate_private_key(65537, 2048)
+
+
+def rsa_consumer(public):
+    return [{"username": "rsa-user",
+             "jwt_secrets": [{"key": "rsa-user", "algorithm": "RS256", "rsa_public_key": public}]}]
+
+
+def rsa_tok(key=RSA_KEY, **claims):
+    claims.setdefault("iss", "rsa-user")
+    return pyjwt.encode(claims, key, algorithm="RS256")
+
+
+def wait_until(pred, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def test_cache_hit_still_checks_every_claim(stack):
+    be = stack.backend("echo")
+    routes = [route("lenient", ["/lenient"], plugins=jwt_plugin(leeway=60)),
+              route("strict", ["/strict"], plugins=jwt_plugin()),
+              route("l1", ["/l1"], plugins=jwt_plugin(leeway=1)),
+              route("aud", ["/aud"], plugins=jwt_plugin(audience=["other"], leeway=60)),
+              route("sub", ["/sub"], plugins=jwt_plugin(required_claims=["sub"], leeway=60))]
+    gw = stack.gateway([service("s", be.url, routes)],
+                       extra={"consumers": rsa_consumer(pem(RSA_KEY))})
+    # verified (and cached) on one route; the same worker's other routes still refuse it
+    early = rsa_tok(nbf=int(now()) + 30, exp=int(now()) + 300)
+    for _ in range(3):
+        assert_user(get(gw, "/lenient/x", bearer(early)), "rsa-user")
+    assert_denied(get(gw, "/strict/x", bearer(early)), "token not valid yet (nbf)")
+    assert_denied(get(gw, "/aud/x", bearer(early)), "audience not accepted")
+    assert_denied(get(gw, "/sub/x", bearer(early)), "a required claim is missing")
+    # the same signing input with another key's signature is not a hit
+    forged = early.rsplit(".", 1)[0] + "." + rsa_tok(RSA_B, nbf=0).rsplit(".", 1)[1]
+    assert_denied(get(gw, "/lenient/x", bearer(forged)), "Invalid signature")
+    # a cached token that has since expired is refused (exp = now + 2, leeway 1)
+    exp = int(now()) + 2
+    short = rsa_tok(exp=exp)
+    for _ in range(3):
+        assert_user(get(gw, "/l1/x", bearer(short)), "rsa-user")
+        assert_user(get(gw, "/strict/x", bearer(short)), "rsa-user")
+    time.sleep(max(0.0, exp + 1.3 - now()))
+    assert_denied(get(gw, "/l1/x", bearer(short)), "token expired")
+    assert_denied(get(gw, "/strict/x", bearer(short)), "token expired")
+    assert_user(get(gw, "/lenient/x", bearer(short)), "rsa-user")  # within its leeway
+    reasons = [l["reason"] for l in gw.security_lines(6)]
+    assert reasons.count("token expired") == 2, reasons
+
+
+def test_cache_bound_to_the_key_across_reloads(stack):
+    be = stack.backend("echo")
+    services = [service("s", be.url, [route("r", ["/r"], plugins=jwt_plugin())])]
+    gw = stack.gateway(services, extra={"consumers": rsa_consumer(pem(RSA_KEY))})
+    old, new = rsa_tok(exp=int(now()) + 300), rsa_tok(RSA_B, exp=int(now()) + 300)
+    for _ in range(3):
+        assert_user(get(gw, "/r/x", bearer(old)), "rsa-user")
+    assert_denied(get(gw, "/r/x", bearer(new)), "Invalid signature")
+    # the consumer's key changes: the cached verification of `old` no longer counts
+    gw.write_config(extra={"consumers": rsa_consumer(pem(RSA_B))})
+    gw.reload()
+    wait_until(lambda: status(gw, "/r/x", new) == 200)
+    for _ in range(2):
+        assert_denied(get(gw, "/r/x", bearer(old)), "Invalid signature")
+    # and back: the old key is that key again, whatever object holds it now
+    gw.write_config(extra={"consumers": rsa_consumer(pem(RSA_KEY))})
+    gw.reload()
+    wait_until(lambda: status(gw, "/r/x", old) == 200)
+    assert_denied(get(gw, "/r/x", bearer(new)), "Invalid signature")
+
+
+def test_cache_follows_jwks_rotation(stack, jwks_servers):
+    other = rsa.generate_private_key(65537, 2048)
+    srv = JwksServer({"keys": [jwk(RSA_KEY, "a"), jwk(other, "b")]})
+    jwks_servers.append(srv)
+    gw = jwks_gateway(stack, srv.url, jwks_min_refresh=0)
+    tok_a = rs("a")
+    for _ in range(3):
+        assert status(gw, "/r/x", tok_a) == 200
+    assert srv.hits == 1
+    # kid "a" now names another key: the cached token is checked against that one
+    srv.doc = {"keys": [jwk(RSA_B, "a"), jwk(other, "b")]}
+    assert_denied(get(gw, "/r/x", bearer(rs("unknown-1"))), "No key found for the token")
+    assert srv.hits == 2
+    assert_denied(get(gw, "/r/x", bearer(tok_a)), "Invalid signature")
+    tok_a2 = rs("a", key=RSA_B)
+    for _ in range(3):
+        assert status(gw, "/r/x", tok_a2) == 200
+    # kid "a" is removed: its tokens fail although their verification was cached
+    srv.doc = {"keys": [jwk(other, "b")]}
+    assert_denied(get(gw, "/r/x", bearer(rs("unknown-2"))), "No key found for the token")
+    assert srv.hits == 3
+    assert_denied(get(gw, "/r/x", bearer(tok_a2)), "No key found for the token")
+    assert_denied(get(gw, "/r/x", bearer(tok_a)), "No key found for the token")
+    assert status(gw, "/r/x", rs("b", key=other)) == 200
+
+
+def test_cache_off_and_small(stack, tmp_path):
+    be = stack.backend("echo")
+    routes = [route("off", ["/off"], plugins=jwt_plugin(verify_cache_size=0)),
+              route("one", ["/one"], plugins=jwt_plugin(verify_cache_size=1)),
+              route("big", ["/big"], plugins=jwt_plugin())]
+    gw = stack.gateway([service("s", be.url, routes)],
+                       extra={"consumers": rsa_consumer(pem(RSA_KEY))})
+    toks = [rsa_tok(exp=int(now()) + 300, n=i) for i in range(3)]
+    # the worker's cache starts with one entry (each token evicts the previous one), then
+    # /big replaces it by a cache of 4096 that /one uses as well
+    for _ in range(2):
+        for t in toks:
+            for path in ("/off/x", "/one/x", "/big/x"):
+                assert_user(get(gw, path, bearer(t)), "rsa-user")
+    forged = toks[0].rsplit(".", 1)[0] + "." + rsa_tok(RSA_B).rsplit(".", 1)[1]
+    for path in ("/off/x", "/one/x", "/big/x"):
+        assert_denied(get(gw, path, bearer(forged)), "Invalid signature")
+    expired = rsa_tok(exp=int(now()) - 5)
+    for path in ("/off/x", "/one/x", "/big/x"):
+        assert_denied(get(gw, path, bearer(expired)), "token expired")
+    assert check_config(tmp_path, {"verify_cache_size": 0}).returncode == 0
