@@ -164,8 +164,16 @@ static bool is_crypt_hash(const char *p)
 /* Replace a plain-text password by its yescrypt hash (crypt(3), libxcrypt); wipe the text. */
 static int hash_password(struct tp_conf_credential *cr, FILE *errors, const char *file)
 {
-    if (is_crypt_hash(cr->password))
-        return 0;
+    if (is_crypt_hash(cr->password)) {
+        /* a hash libxcrypt cannot use would refuse every password, silently */
+        int ok = crypt_checksalt(cr->password);
+        if (ok == CRYPT_SALT_OK || ok == CRYPT_SALT_METHOD_LEGACY)
+            return 0;
+        if (errors)
+            fprintf(errors, "%s:%d:%d: basic-auth password hash is not a usable crypt(3) hash\n",
+                    file, cr->mark.line, cr->mark.column);
+        return TP_EINVAL;
+    }
     char salt[CRYPT_GENSALT_OUTPUT_SIZE];
     struct crypt_data cd;
     memset(&cd, 0, sizeof(cd));

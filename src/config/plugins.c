@@ -363,15 +363,18 @@ static const struct tp__cfg_directive jwt_keys[] = {
     TP__CFG_SECRET_KEY("rsa_public_key", struct tp_conf_credential, rsa_public_key, false),
 };
 
+static void finish_keyauth(struct tp__cfg_ctx *ctx, yaml_node_t *node, void *obj);
+static void finish_basicauth(struct tp__cfg_ctx *ctx, yaml_node_t *node, void *obj);
+
 static const struct tp__cfg_schema keyauth_schema = {
     .what = "keyauth_credentials entry", .keys = keyauth_keys,
     .num_keys = TP_ARRAY_LEN(keyauth_keys), .size = sizeof(struct tp_conf_credential),
-    .mark_offset = offsetof(struct tp_conf_credential, mark),
+    .mark_offset = offsetof(struct tp_conf_credential, mark), .finish = finish_keyauth,
 };
 static const struct tp__cfg_schema basicauth_schema = {
     .what = "basicauth_credentials entry", .keys = basicauth_keys,
     .num_keys = TP_ARRAY_LEN(basicauth_keys), .size = sizeof(struct tp_conf_credential),
-    .mark_offset = offsetof(struct tp_conf_credential, mark),
+    .mark_offset = offsetof(struct tp_conf_credential, mark), .finish = finish_basicauth,
 };
 static const struct tp__cfg_schema jwt_schema = {
     .what = "jwt_secrets entry", .keys = jwt_keys, .num_keys = TP_ARRAY_LEN(jwt_keys),
@@ -465,11 +468,71 @@ static void parse_groups(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *
     free(v);
 }
 
+/* Values the gateway sends upstream in X-Consumer-* / X-Credential-Identifier headers: no
+ * control characters (they could not be sent), and for group names no ',' (the groups header
+ * is a comma-separated list: "a,admin" would read as two groups upstream). */
+static bool header_safe(const char *s, bool comma_ok)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p < 0x20 || *p == 0x7f || (!comma_ok && *p == ','))
+            return false;
+    return s[0] != '\0';
+}
+
+static void check_value(struct tp__cfg_ctx *ctx, yaml_node_t *map, const char *key,
+                        const char *v, bool comma_ok)
+{
+    if (v && !header_safe(v, comma_ok)) {
+        yaml_node_t *at = tp__cfg_lookup(ctx, map, key);
+        tp__cfg_error(ctx, at ? at : map, "\"%s\" must not be empty or contain control "
+                      "characters%s", key, comma_ok ? "" : " or ','");
+    }
+}
+
 static void finish_consumer(struct tp__cfg_ctx *ctx, yaml_node_t *node, void *obj)
 {
     struct tp_conf_consumer *c = obj;
     if (!c->username && !c->custom_id)
         tp__cfg_error(ctx, node, "a consumer needs \"username\" or \"custom_id\"");
+    check_value(ctx, node, "id", c->id, true);
+    check_value(ctx, node, "username", c->username, true);
+    check_value(ctx, node, "custom_id", c->custom_id, true);
+    for (size_t i = 0; i < c->num_groups; i++)
+        if (!header_safe(c->groups[i], false)) {
+            tp__cfg_error(ctx, node, "group \"%s\" must not be empty or contain control "
+                          "characters or ','", c->groups[i]);
+            break;
+        }
+}
+
+/* A key-auth key travels in a header or query: surrounding blanks or control bytes could never
+ * be sent. */
+static void finish_keyauth(struct tp__cfg_ctx *ctx, yaml_node_t *node, void *obj)
+{
+    struct tp_conf_credential *c = obj;
+    check_value(ctx, node, "id", c->id, true);
+    if (!c->key)
+        return;
+    size_t n = strlen(c->key);
+    if (!header_safe(c->key, true) || c->key[0] == ' ' || c->key[0] == '\t' ||
+        c->key[n - 1] == ' ' || c->key[n - 1] == '\t') {
+        yaml_node_t *at = tp__cfg_lookup(ctx, node, "key");
+        tp__cfg_error(ctx, at ? at : node, "a key-auth key must not contain control characters "
+                      "or start or end with a blank");
+    }
+}
+
+/* RFC 7617 §2: the user-id cannot contain ':' (the first colon ends it). */
+static void finish_basicauth(struct tp__cfg_ctx *ctx, yaml_node_t *node, void *obj)
+{
+    struct tp_conf_credential *c = obj;
+    check_value(ctx, node, "id", c->id, true);
+    check_value(ctx, node, "username", c->username, true);
+    if (c->username && strchr(c->username, ':')) {
+        yaml_node_t *at = tp__cfg_lookup(ctx, node, "username");
+        tp__cfg_error(ctx, at ? at : node, "a basic-auth username cannot contain ':' "
+                      "(RFC 7617)");
+    }
 }
 
 static const struct tp__cfg_directive consumer_keys[] = {
@@ -499,7 +562,10 @@ void tp__cfg_parse_consumers(struct tp__cfg_ctx *ctx, const char *key, yaml_node
                              void *obj)
 {
     struct tp_config *cfg = obj;
+    bool saved = ctx->null_is_unset;
+    ctx->null_is_unset = true; /* deck exports write unset fields as null */
     cfg->consumers = tp__cfg_list(ctx, key, value, &consumer_schema, &cfg->num_consumers);
+    ctx->null_is_unset = saved;
 }
 
 static void free_credentials(struct tp_conf_credential *arr, size_t n)
@@ -617,6 +683,16 @@ void tp__cfg_check_consumers(struct tp__cfg_ctx *ctx, struct tp_config *cfg)
                    c->basicauth[k].mark, true);
         for (size_t k = 0; k < c->num_jwt; k++)
             unique(ctx, &jwtkeys, "jwt secret key", c->jwt[k].key, c->jwt[k].mark, true);
+    }
+    /* consumers are found by id or username (anonymous, plugin scopes, acl lists): one
+     * consumer's id must not be another's username */
+    for (size_t i = 0; i < cfg->num_consumers; i++) {
+        const struct tp_conf_consumer *c = &cfg->consumers[i];
+        const struct tp__cfg_name *other = c->id ? tp__cfg_names_find(&names, c->id) : NULL;
+        if (other && (c->username == NULL || strcmp(c->username, c->id) != 0))
+            tp__cfg_error_at(ctx, c->mark.line, c->mark.column,
+                             "consumer id \"%s\" is the username of another consumer (%d:%d)",
+                             c->id, other->mark.line, other->mark.column);
     }
     for (size_t i = 0; i < cfg->num_plugins; i++) {
         const struct tp_conf_plugin *p = &cfg->plugins[i];

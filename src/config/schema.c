@@ -465,8 +465,8 @@ int tp__cfg_secret(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *node, 
     if (is_env) {
         const char *e = getenv(name);
         if (!e || !e[0])
-            tp__cfg_error(ctx, v, "environment variable \"%s\" for \"%s\" is not set", name,
-                          key);
+            tp__cfg_error(ctx, v, "environment variable \"%s\" for \"%s\" is not set or empty",
+                          name, key);
         else if (!(val = strdup(e)))
             tp__cfg_oom(ctx, v);
         len = val ? strlen(val) : 0;
@@ -546,7 +546,7 @@ static uint64_t walk_pairs(struct tp__cfg_ctx *ctx, const struct tp__cfg_schema 
         seen |= UINT64_C(1) << k;
         yaml_node_t *value = tp__cfg_node(ctx, node->data.mapping.pairs.start[i].value);
         /* in a plugin's config, null means "not set" (Kong's exports write unset fields so) */
-        if (value && ctx->path && tp__cfg_is_null(value))
+        if (value && (ctx->path || ctx->null_is_unset) && tp__cfg_is_null(value))
             continue;
         if (value)
             apply(ctx, &schema->keys[k], value, obj);

@@ -38,6 +38,8 @@ struct tp__cfg_ctx {
     size_t num_nodes;
     const char *path;         /* field path prefixed to messages ("plugins[0](jwt).config"),
                                  or NULL */
+    bool null_is_unset;       /* a YAML null value leaves a key unset (consumers, as in Kong's
+                                 exports); always so inside a plugin's config */
 };
 
 enum tp__cfg_kind {

@@ -555,6 +555,7 @@ static bool start_request(struct tp_conn *c, const struct tp_http_message *msg)
     if (req->route->chain) {
         bool trusted; /* plugins see the client address decided through trusted_proxies */
         tp_proxy_client_ip(c, cfg, msg, &trusted);
+        req->peer_trusted = trusted;
         if (tp_chain_request_begin(c, req->route->chain, msg, &m) != 0)
             return respond_error(c, 500, "out of memory", true), false;
         enum tp_chain_result r = tp_chain_run_request(req->plugins);
@@ -810,6 +811,16 @@ static void upstream_failed(struct tp_conn *c, bool connect_failure, bool timeou
 {
     struct tp_request *req = &c->req;
     struct tp_upconn *u = c->up;
+    if (req->buffer_resp) {
+        /* the body was being collected for response_body hooks: nothing reached the client */
+        req->buffer_resp = false;
+        evbuffer_drain(req->body_buf, evbuffer_get_length(req->body_buf));
+        tp_strbuf_free(&req->resp_head);
+        tp_log(TP_LOG_WARN, "request %s: upstream %s broke its response body", req->request_id,
+               req->target->addr_text);
+        respond_error(c, 502, "invalid response from upstream", false);
+        return;
+    }
     bool reused = u && u->reused;
     bool nothing_back = !u || evbuffer_get_length(u->in) == 0;
     if (req->resp_started) {
@@ -868,8 +879,8 @@ static int relay_chunked(struct tp_http_chunked *dec, struct evbuffer *src, stru
             return 0;
         size_t consumed = 0, off = 0, dlen = 0;
         int rc = tp_http_chunked_decode(dec, v.iov_base, v.iov_len, &consumed, &off, &dlen);
-        if (rc < 0)
-            return rc;
+        if (rc < 0) /* an oversized chunk extension or trailer is malformed, not a body limit */
+            return rc == TP_ETOOBIG ? TP_EINVAL : rc;
         if (limit && dlen && *moved + dlen > limit)
             return TP_ETOOBIG;
         evbuffer_drain(src, off);

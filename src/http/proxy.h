@@ -201,6 +201,7 @@ struct tp_request {
     bool up_reusable;
     /* plugins (src/plugins/chain.c) */
     size_t head_pending;          /* head bytes left in c->in while a plugin waits */
+    bool peer_trusted;            /* the peer is in trusted_proxies (its X-Forwarded-* count) */
     uint64_t max_body;            /* body limit of this request (0 = none) */
     bool buffer_body;             /* request body collected for request_body hooks */
     bool buffer_resp;             /* response body collected for response_body hooks */

@@ -165,6 +165,17 @@ void tp_proxy_request_id(struct tp_conn *c, const struct tp_http_message *msg)
     c->req.request_id[32] = '\0';
 }
 
+/* An IPv4-mapped IPv6 address (::ffff:a.b.c.d, RFC 4291 §2.5.5.2) is the IPv4 address: a
+ * trusted proxy or a client must not change identity by its spelling. */
+static void unmap_v4(int *family, uint8_t *addr)
+{
+    static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (*family == AF_INET6 && memcmp(addr, prefix, 12) == 0) {
+        memmove(addr, addr + 12, 4);
+        *family = AF_INET;
+    }
+}
+
 static bool addr_in_cidrs(const struct tp_config *cfg, int family, const uint8_t *addr)
 {
     for (size_t i = 0; i < cfg->num_trusted_proxies; i++) {
@@ -199,6 +210,7 @@ static int parse_ip(struct tp_slice s, int *family, uint8_t *out)
     }
     if (inet_pton(AF_INET6, tmp, out) == 1) {
         *family = AF_INET6;
+        unmap_v4(family, out);
         return 0;
     }
     return -1;
@@ -211,6 +223,7 @@ static void peer_addr(const struct sockaddr_storage *ss, int *family, uint8_t *o
         memcpy(out, &((const struct sockaddr_in *)ss)->sin_addr, 4);
     else
         memcpy(out, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
+    unmap_v4(family, out);
 }
 
 /**

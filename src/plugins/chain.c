@@ -470,10 +470,34 @@ static bool edited_value(const struct edits *e, struct tp_slice name, size_t idx
     return false;
 }
 
+/* Request fields whose client copies the upstream never receives as sent: the identity
+ * headers, and the forwarding headers of a peer that is not a trusted proxy. Plugins see the
+ * request as the upstream will (a policy on X-Consumer-Username or X-Forwarded-For must not be
+ * satisfiable by the client). */
+static bool hidden_from_plugins(const struct tp_plugin_ctx *ctx, struct tp_slice name)
+{
+    if (tp_chain_is_identity_header(name))
+        return true;
+    if (ctx->c->req.peer_trusted)
+        return false;
+    return TP_SLICE_IEQ(name, "x-forwarded-for") || TP_SLICE_IEQ(name, "x-forwarded-proto") ||
+           TP_SLICE_IEQ(name, "x-forwarded-host") || TP_SLICE_IEQ(name, "x-forwarded-port") ||
+           TP_SLICE_IEQ(name, "forwarded");
+}
+
 bool tp_plugin_header(const struct tp_plugin_ctx *ctx, const char *name, size_t idx,
                       struct tp_slice *value)
 {
-    return edited_value(&ctx->req_edits, tp_slice_cstr(name), idx, ctx->msg, value);
+    struct tp_slice n = tp_slice_cstr(name);
+    if (TP_SLICE_IEQ(n, "x-real-ip") && !last_reset(&ctx->req_edits, n)) {
+        /* the gateway sets it to the client address it decided */
+        if (idx)
+            return false;
+        *value = tp_slice_cstr(tp_plugin_client_ip(ctx));
+        return true;
+    }
+    bool hide = hidden_from_plugins(ctx, n);
+    return edited_value(&ctx->req_edits, n, idx, hide ? NULL : ctx->msg, value);
 }
 
 size_t tp_plugin_header_count(const struct tp_plugin_ctx *ctx)
@@ -1180,6 +1204,12 @@ enum tp_chain_result tp_chain_run_request(struct tp_plugin_ctx *ctx)
             if (st == TP_PLUGIN_ERROR || (st == TP_PLUGIN_RESPOND && !ctx->local.status))
                 return hook_error(ctx, pl->name);
             if (st == TP_PLUGIN_RESPOND) {
+                if (auth && ctx->anonymous) {
+                    /* an earlier plugin fell back to its anonymous consumer: that stands, as
+                     * when a later plugin succeeds ("any of") */
+                    memset(&ctx->local, 0, sizeof(ctx->local));
+                    continue;
+                }
                 if (auth && later_auth(ctx, i)) {
                     if (!ctx->deferred.status)
                         ctx->deferred = ctx->local;

@@ -22,6 +22,7 @@ Endpoints (matched anywhere at the end of the forwarded path, so any route prefi
   /conn-count       {"connections": accepted connections so far}
   /bad-cl-abc, /bad-cl-dup, /bad-status, /no-response, /close-delimited, /close-after,
   /conn-close, /space-before-colon, /cl-and-te, /bad-chunk, /truncated, /resp-hop,
+  /truncated-json, /bad-chunk-json (the same as JSON, for response-transformer),
   /gzip-chunked, /interim-flood, /interim-few   broken or unusual upstream
                     responses
 In recorder mode every request is answered with `HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok`.
@@ -535,6 +536,15 @@ class Backend:
             sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
                          b"2\r\nok\r\n0\r\n\r\n")
             return False
+        if path.endswith("/truncated-json"):
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{\"a\":1")
+            time.sleep(0.05)
+            return False
+        if path.endswith("/bad-chunk-json"):
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\nzz\r\n1}\r\n0\r\n\r\n")
+            return False
         if path.endswith("/bad-chunk"):
             sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
                          b"zz\r\nworld\r\n0\r\n\r\n")
@@ -623,6 +633,38 @@ class FixedBackend:
     @property
     def port(self):
         return self.server.server_address[1]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class RawHeadServer:
+    """A server of canned bytes: for each connection it reads the request head and sends back
+    whatever respond(head) returns (head: the bytes up to the blank line), then closes."""
+
+    def __init__(self, respond):
+        class H(socketserver.BaseRequestHandler):
+            def handle(self):
+                buf = b""
+                while b"\r\n\r\n" not in buf:
+                    d = self.request.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                self.request.sendall(respond(buf))
+
+        class S(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        self.server = S(("127.0.0.1", 0), H)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.server.server_address[1]
 
     def close(self):
         self.server.shutdown()
