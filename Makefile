@@ -9,10 +9,10 @@ CONFIG     ?= examples/turnpike.yaml
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 DEB_BUILD  := build-essential cmake pkg-config libevent-dev libyaml-dev libpcre2-dev \
-              libjansson-dev libssl-dev libcrypt-dev
+              libjansson-dev libssl-dev libcrypt-dev libhiredis-dev
 DEB_TEST   := libcmocka-dev python3-pytest python3-requests python3-websockets \
               python3-jwt python3-cryptography \
-              clang libclang-rt-14-dev libnss-wrapper valgrind
+              clang libclang-rt-14-dev libnss-wrapper valgrind redis-server
 DEB_BENCH  := wrk nginx-light haproxy python3-jwt python3-cryptography
 
 .PHONY: all deps deps-test build build-asan run demo-backends test unit integration \

@@ -43,7 +43,8 @@ import instructions  # noqa: E402
 from instructions import (MeasureError, free_port, read_response, request_bytes,  # noqa: E402
                           stop_group, wait_listening)
 
-DEB_BENCH = ["wrk", "nginx-light", "haproxy", "valgrind", "python3-jwt", "python3-cryptography"]
+DEB_BENCH = ["wrk", "nginx-light", "haproxy", "valgrind", "python3-jwt", "python3-cryptography",
+             "redis-server"]
 ROUTES = 10000
 ROUTES_INFO = {}
 IDLE_CONNS = 10000
@@ -60,7 +61,12 @@ CONTENDER_LABEL = {
     "tp10k": "turnpike, 10,000 routes",
     "tpkey": "turnpike, key-auth",
     "tpjwt": "turnpike, jwt (RS256)",
+    "tprl": "turnpike, rate-limiting local",
+    "tprlr": "turnpike, rate-limiting redis",
+    "tprlb": "turnpike, rate-limiting redis-batched",
 }
+RATELIMIT = {"tprl": "local", "tprlr": "redis", "tprlb": "redis-batched"}
+REDIS = {}  # the port of the benchmark's redis-server (ratelimit case)
 
 # request headers each contender's load carries (the credentials of the plugin cases)
 CONTENDER_HEADERS = {}
@@ -78,6 +84,10 @@ CASES = [
      "path": "/0", "conns": 50, "contenders": ["tp1", "tp10k"]},
     {"id": "plugins", "title": "0 B body, 50 connections: no plugin vs key-auth vs jwt RS256 "
      "(turnpike only)", "path": "/0", "conns": 50, "contenders": ["tp1", "tpkey", "tpjwt"]},
+    {"id": "ratelimit", "title": "0 B body, 50 connections: no plugin vs rate-limiting (one "
+     "counter for all requests, never exceeded) with local, redis and redis-batched storage "
+     "(turnpike only)", "path": "/0", "conns": 50,
+     "contenders": ["tp1", "tprl", "tprlr", "tprlb"]},
 ]
 
 
@@ -304,6 +314,10 @@ def jwt_material(d):
 
 def plugin_lines(d, plugin):
     """Route plugins and consumers of the plugin cases; sets CONTENDER_HEADERS."""
+    if plugin in RATELIMIT.values():
+        redis = ", redis: {host: 127.0.0.1, port: %d}" % REDIS["port"] if REDIS else ""
+        return (["        plugins: [{name: rate-limiting, config: {key: global, storage: %s, "
+                 "limits: [{count: 1000000000000, period: hour}]%s}}]" % (plugin, redis)], [])
     if plugin == "key-auth":
         CONTENDER_HEADERS["tpkey"] = ["apikey: bench-key"]
         return (["        plugins: [{name: key-auth}]"],
@@ -319,8 +333,8 @@ def plugin_lines(d, plugin):
 
 def turnpike_conf(d, name, port, backend_port, routes=0, measured="/", plugin=None):
     """The turnpike YAML.  `measured` is the route the load goes through; with routes=N there are
-    N more prefix routes /r0 .. /r{N-1}, each on its own service; `plugin` (key-auth or jwt)
-    protects the measured route."""
+    N more prefix routes /r0 .. /r{N-1}, each on its own service; `plugin` (key-auth, jwt, or a
+    rate-limiting storage: local, redis, redis-batched) protects the measured route."""
     path = os.path.join(d, name + ".yaml")
     url = '"http://127.0.0.1:%d"' % backend_port
     lines = ['listen: ["127.0.0.1:%d"]' % port,
@@ -546,7 +560,8 @@ def fmt_bytes(n):
 
 def case_table(case, results):
     """Markdown table for one case: the medians over the rounds, and turnpike / contender."""
-    ref = {"routes": "tp10k", "plugins": "tp1"}.get(case["id"], "turnpike")
+    ref = {"routes": "tp10k", "plugins": "tp1", "ratelimit": "tp1"}.get(case["id"],
+                                                                       "turnpike")
     med = {}
     for c in case["contenders"]:
         runs = results[case["id"]][c]
@@ -571,6 +586,14 @@ def case_table(case, results):
                     fmt_ratio(med["turnpike"]["rps"], med["direct"]["rps"]),
                     fmt_ratio(med["turnpike"]["p99"], med["nginx"]["p99"]),
                     fmt_ratio(med["turnpike"]["p99"], med["haproxy"]["p99"])))
+    elif case["id"] == "ratelimit":
+        line = ("ratios (req/s) to no plugin: local **%s**, redis **%s**, redis-batched **%s**; "
+                "p99: local %s, redis %s, redis-batched %s" % tuple(
+                    fmt_ratio(med[c][k], med["tp1"][k])
+                    for k in ("rps", "p99") for c in ("tprl", "tprlr", "tprlb")))
+        line += ("\n\nOne fixed-window limit that is never reached, one counter for every "
+                 "request (the worst case for contention); redis: one script call per request "
+                 "on a local redis-server; redis-batched: the defaults (sync_every 1000, sync_interval 100 ms).")
     elif ref == "tp1":
         line = ("ratios (req/s): key-auth / no plugin **%s**, jwt RS256 / no plugin **%s**; "
                 "p99: key-auth / no plugin %s, jwt / no plugin %s" % (
@@ -789,7 +812,8 @@ def main():
         mach = machine()
         # --- servers
         ports = {k: free_port() for k in ("backend", "turnpike", "nginx", "haproxy", "tp1",
-                                          "tp10k", "tpkey", "tpjwt", "mem1", "mem2")}
+                                          "tp10k", "tpkey", "tpjwt", "mem1", "mem2",
+                                          "redis", "tprl", "tprlr", "tprlb")}
         bport = ports["backend"]
         procs.start("backend", ["nginx", "-e", os.path.join(workdir, "backend.err"), "-c",
                                 backend_conf(workdir, bport)], bport)
@@ -809,6 +833,13 @@ def main():
         if any(c["id"] == "plugins" for c in cases):
             procs.start("tpkey", tp("tpkey", measured="/0", plugin="key-auth"), ports["tpkey"])
             procs.start("tpjwt", tp("tpjwt", measured="/0", plugin="jwt"), ports["tpjwt"])
+        if any(c["id"] == "ratelimit" for c in cases):
+            REDIS["port"] = ports["redis"]
+            procs.start("redis", ["redis-server", "--port", str(ports["redis"]), "--bind",
+                                  "127.0.0.1", "--save", "", "--appendonly", "no"],
+                        ports["redis"])
+            for name, storage in RATELIMIT.items():
+                procs.start(name, tp(name, measured="/0", plugin=storage), ports[name])
         t0 = time.monotonic()
         procs.start("tp10k", tp("tp10k", routes=ROUTES, measured="/0"), ports["tp10k"],
                     timeout=60)
@@ -819,6 +850,7 @@ def main():
             ROUTES, ROUTES_INFO["start"], fmt_bytes(ROUTES_INFO["rss"])))
         port_of = {"direct": bport, "turnpike": ports["turnpike"], "nginx": ports["nginx"],
                    "tpkey": ports["tpkey"], "tpjwt": ports["tpjwt"],
+                   "tprl": ports["tprl"], "tprlr": ports["tprlr"], "tprlb": ports["tprlb"],
                    "haproxy": ports["haproxy"], "tp1": ports["tp1"], "tp10k": ports["tp10k"]}
         for case in cases:
             for c in case["contenders"]:
@@ -854,7 +886,8 @@ def main():
                         errors.append("%s, %s, round %d: %d non-2xx responses, %d socket "
                                       "errors" % (case["id"], CONTENDER_LABEL[c], rnd + 1,
                                                   r["non2xx"], r["errors"]))
-        for name in ("turnpike", "nginx", "haproxy", "tp1", "tp10k", "tpkey", "tpjwt"):
+        for name in ("turnpike", "nginx", "haproxy", "tp1", "tp10k", "tpkey", "tpjwt", "tprl",
+                     "tprlr", "tprlb", "redis"):
             if name in procs.procs and procs.procs[name].poll() is not None:
                 errors.append("%s exited during the run (status %s)"
                               % (name, procs.procs[name].returncode))

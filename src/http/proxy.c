@@ -145,6 +145,9 @@ static void conn_free(struct tp_conn *c)
     struct tp_worker *w = c->w;
     if (c->state == TP_CONN_TUNNEL || (c->req.ws && c->req.status))
         log_access(c);
+    else if (c->req.plugins && (c->req.route->chain->hooks & TP_CHAIN_LOG))
+        tp_chain_run_log(c->req.plugins); /* the client went away mid-request: plugins that
+                                             hold something (a concurrency slot) release it */
     up_detach(c, false);
     request_reset(c);
     event_free(c->rev);

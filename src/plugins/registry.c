@@ -23,6 +23,7 @@ extern const struct tp_plugin tp_plugin_request_size_limiting;
 extern const struct tp_plugin tp_plugin_request_transformer;
 extern const struct tp_plugin tp_plugin_response_transformer;
 extern const struct tp_plugin tp_plugin_request_termination;
+extern const struct tp_plugin tp_plugin_rate_limiting;
 
 const struct tp_plugin *const tp_plugins[] = {
     &tp_plugin_key_auth,
@@ -37,6 +38,7 @@ const struct tp_plugin *const tp_plugins[] = {
     &tp_plugin_request_transformer,
     &tp_plugin_response_transformer,
     &tp_plugin_request_termination,
+    &tp_plugin_rate_limiting,
     NULL,
 };
 
