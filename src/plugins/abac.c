@@ -18,6 +18,7 @@
  * offending token inside the YAML scalar.
  */
 #include "config/schema.h"
+#include "plugins/authz_common.h"
 #include "plugins/expr.h"
 #include "turnpike/plugin.h"
 
@@ -300,9 +301,7 @@ static enum tp_plugin_status abac_access(struct tp_plugin_ctx *ctx, const void *
         reason = "abac: no allow policy matched";
     if (!reason)
         return TP_PLUGIN_CONTINUE;
-    tp_plugin_security_log(ctx, c->status, reason);
-    tp_plugin_respond(ctx, c->status, c->message);
-    return TP_PLUGIN_RESPOND;
+    return tp__authz_refuse(ctx, c->status, c->message, reason);
 }
 
 const struct tp_plugin tp_plugin_abac = {

@@ -22,9 +22,9 @@
  * any other here, as in Kong: give it groups to let unauthenticated requests through.
  */
 #include "config/schema.h"
+#include "plugins/authz_common.h"
 #include "turnpike/consumer.h"
 #include "turnpike/plugin.h"
-#include "turnpike/snapshot.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -57,7 +57,7 @@ struct acl_conf {
     size_t num_allow;
     char **deny;
     size_t num_deny;
-    bool has_allow, has_deny, has_permissions; /* written and not null */
+    bool has_allow, has_deny, has_permissions; /* written (null is not: the walker skips it) */
     bool hide_groups_header;
     bool always_use_authenticated_groups;
     bool include_consumer_groups;
@@ -68,58 +68,41 @@ struct acl_conf {
 /* ------------------------------------------------------------------------------------------ */
 /* Config                                                                                     */
 
-static void free_list(char **v, size_t n)
+/* A list of strings whose presence counts: an empty `allow` refuses every consumer. */
+static void parse_group_list(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                             char ***list, size_t *num, bool *has)
 {
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
-/* A list of strings that Kong files may also write as null (= not set). */
-static void parse_nullable_list(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
-                                char ***list, size_t *num, bool *has)
-{
-    free_list(*list, *num);
-    *list = NULL;
-    *num = 0;
-    *has = !tp__cfg_is_null(value);
-    if (*has)
-        *list = tp__cfg_string_list(ctx, key, value, NULL, num);
+    tp__authz_list_free(*list, *num);
+    *list = tp__cfg_string_list(ctx, key, value, NULL, num);
+    *has = true;
 }
 
 static void parse_allow(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)
 {
     struct acl_conf *c = obj;
 
-    parse_nullable_list(ctx, key, value, &c->allow, &c->num_allow, &c->has_allow);
+    parse_group_list(ctx, key, value, &c->allow, &c->num_allow, &c->has_allow);
 }
 
 static void parse_deny(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)
 {
     struct acl_conf *c = obj;
 
-    parse_nullable_list(ctx, key, value, &c->deny, &c->num_deny, &c->has_deny);
+    parse_group_list(ctx, key, value, &c->deny, &c->num_deny, &c->has_deny);
 }
 
-/* Methods are compared as upper case: the route loader upper-cases its methods too. */
+/* An HTTP method (tp__authz_cfg_method), or "*" for any. */
 static int check_method(struct tp__cfg_ctx *ctx, const char *key, const yaml_node_t *node, char *s)
 {
     if (strcmp(s, ACL_WILDCARD) == 0)
         return 0;
-    for (char *p = s; *p; p++) {
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '-' || *p == '_')) {
-            tp__cfg_error(ctx, node, "\"%s\": \"%s\" is not an HTTP method", key, s);
-            return -1;
-        }
-        *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
-    }
-    return 0;
+    return tp__authz_cfg_method(ctx, key, node, s);
 }
 
 static void parse_perm_list(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
                             char ***list, size_t *num, tp__cfg_check_fn check, bool *has)
 {
-    free_list(*list, *num);
+    tp__authz_list_free(*list, *num);
     *list = tp__cfg_string_list(ctx, key, value, check, num);
     *has = true;
     if (value->type == YAML_SEQUENCE_NODE && *num == 0)
@@ -173,8 +156,8 @@ static void free_roles(struct acl_role *roles, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         for (size_t k = 0; k < roles[i].num_perms; k++) {
-            free_list(roles[i].perms[k].methods, roles[i].perms[k].num_methods);
-            free_list(roles[i].perms[k].routes, roles[i].perms[k].num_routes);
+            tp__authz_list_free(roles[i].perms[k].methods, roles[i].perms[k].num_methods);
+            tp__authz_list_free(roles[i].perms[k].routes, roles[i].perms[k].num_routes);
         }
         free(roles[i].perms);
         free(roles[i].group);
@@ -191,9 +174,7 @@ static void parse_permissions(struct tp__cfg_ctx *ctx, const char *key, yaml_nod
     free_roles(c->roles, c->num_roles);
     c->roles = NULL;
     c->num_roles = 0;
-    c->has_permissions = !tp__cfg_is_null(value);
-    if (!c->has_permissions)
-        return;
+    c->has_permissions = true;
     if (value->type != YAML_MAPPING_NODE) {
         tp__cfg_error(ctx, value,
                       "\"%s\": expected a mapping of group names to lists of "
@@ -265,38 +246,27 @@ static void acl_free_conf(void *vconf)
 {
     struct acl_conf *c = vconf;
 
-    free_list(c->allow, c->num_allow);
-    free_list(c->deny, c->num_deny);
+    tp__authz_list_free(c->allow, c->num_allow);
+    tp__authz_list_free(c->deny, c->num_deny);
     free_roles(c->roles, c->num_roles);
     c->allow = c->deny = NULL;
     c->roles = NULL;
     c->num_allow = c->num_deny = c->num_roles = 0;
 }
 
-static bool route_exists(const struct tp_config *cfg, const char *name)
-{
-    for (size_t s = 0; s < cfg->num_services; s++)
-        for (size_t r = 0; r < cfg->services[s].num_routes; r++)
-            if (cfg->services[s].routes[r].name &&
-                strcmp(cfg->services[s].routes[r].name, name) == 0)
-                return true;
-    return false;
-}
-
 /* A permission naming a route that does not exist is a typo that would silently refuse. */
 static int acl_compile(struct tp_plugin_build *b, const void *vconf, void **inst)
 {
     const struct acl_conf *c = vconf;
-    const struct tp_config *cfg = b->snap ? b->snap->config : NULL;
     int rc = 0, line = b->line, column = b->column;
 
     *inst = (void *)vconf;
-    for (size_t i = 0; cfg && i < c->num_roles; i++) {
+    for (size_t i = 0; i < c->num_roles; i++) {
         for (size_t k = 0; k < c->roles[i].num_perms; k++) {
             const struct acl_permission *p = &c->roles[i].perms[k];
             for (size_t j = 0; j < p->num_routes; j++) {
                 if (!p->routes[j] || strcmp(p->routes[j], ACL_WILDCARD) == 0 ||
-                    route_exists(cfg, p->routes[j]))
+                    tp__authz_route_exists(b, p->routes[j]))
                     continue;
                 b->line = p->mark.line; /* point at the entry rather than the plugin */
                 b->column = p->mark.column;
@@ -314,14 +284,6 @@ static int acl_compile(struct tp_plugin_build *b, const void *vconf, void **inst
 
 /* ------------------------------------------------------------------------------------------ */
 /* Request                                                                                    */
-
-static bool in_any_group(const struct tp_consumer *c, char *const *groups, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (groups[i] && tp_consumer_in_group(c, tp_slice_cstr(groups[i])))
-            return true;
-    return false;
-}
 
 static bool list_has(char *const *list, size_t n, bool present, struct tp_slice s)
 {
@@ -358,28 +320,22 @@ static bool permitted(const struct acl_conf *conf, const struct tp_consumer *c,
     return false;
 }
 
-static enum tp_plugin_status refuse(struct tp_plugin_ctx *ctx, int status, const char *message,
-                                    const char *reason)
-{
-    tp_plugin_security_log(ctx, status, reason);
-    tp_plugin_respond(ctx, status, message);
-    return TP_PLUGIN_RESPOND;
-}
-
 static enum tp_plugin_status acl_access(struct tp_plugin_ctx *ctx, const void *inst)
 {
     const struct acl_conf *conf = inst;
     const struct tp_consumer *c = tp_plugin_consumer(ctx);
 
     if (!c)
-        return refuse(ctx, 401, ACL_MSG_NO_CONSUMER, "acl: no consumer");
-    if (conf->has_allow && !in_any_group(c, conf->allow, conf->num_allow))
-        return refuse(ctx, 403, ACL_MSG_DENIED, "acl: consumer not in an allowed group");
-    if (conf->has_deny && in_any_group(c, conf->deny, conf->num_deny))
-        return refuse(ctx, 403, ACL_MSG_DENIED, "acl: consumer in a denied group");
+        return tp__authz_refuse(ctx, 401, ACL_MSG_NO_CONSUMER, "acl: no consumer");
+    if (conf->has_allow && !tp__authz_in_any_group(c, conf->allow, conf->num_allow))
+        return tp__authz_refuse(ctx, 403, ACL_MSG_DENIED,
+                                "acl: consumer not in an allowed group");
+    if (conf->has_deny && tp__authz_in_any_group(c, conf->deny, conf->num_deny))
+        return tp__authz_refuse(ctx, 403, ACL_MSG_DENIED, "acl: consumer in a denied group");
     if (conf->has_permissions &&
         !permitted(conf, c, tp_plugin_method(ctx), tp_slice_cstr(tp_plugin_route_name(ctx))))
-        return refuse(ctx, 403, ACL_MSG_DENIED, "acl: no permission for this method and route");
+        return tp__authz_refuse(ctx, 403, ACL_MSG_DENIED,
+                                "acl: no permission for this method and route");
     if (conf->hide_groups_header && tp_plugin_remove_header(ctx, "X-Consumer-Groups") != 0)
         return TP_PLUGIN_ERROR;
     return TP_PLUGIN_CONTINUE;

@@ -17,6 +17,7 @@
  * that changes the stored hash changes the key, so old verdicts simply stop matching.
  */
 #include "config/schema.h"
+#include "plugins/auth_common.h"
 #include "turnpike/consumer.h"
 #include "turnpike/config.h"
 #include "turnpike/plugin.h"
@@ -30,7 +31,6 @@
 #include <string.h>
 
 #define BASIC_AUTH_DEFAULT_REALM "service" /* Kong's default */
-#define BASIC_AUTH_MAX_REALM 256
 #define BASIC_AUTH_WORKER_KEY "basic-auth:cache"
 
 /* Verdict cache: 256 sets of 4 ways (1024 verdicts, ~44 KiB per worker with crypt_rn's
@@ -46,8 +46,8 @@
 /** The `config` of one basic-auth entry, filled by basic_auth_schema. */
 struct basic_auth_conf {
     bool hide_credentials;
-    char *anonymous; /* custom (accepts null): consumer id or username, or NULL */
-    char *realm;     /* custom (accepts null = the default) */
+    char *anonymous; /* consumer id or username, or NULL */
+    char *realm;     /* or NULL: BASIC_AUTH_DEFAULT_REALM */
 };
 
 /** The compiled instance, shared read-only by the workers. */
@@ -61,27 +61,6 @@ struct basic_auth {
 /* ------------------------------------------------------------------------------------------ */
 /* Config                                                                                     */
 
-static void parse_nullable(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
-                           char **field)
-{
-    free(*field);
-    *field = NULL;
-    if (tp__cfg_is_null(value))
-        return; /* Kong files (deck dumps) write every unset field as null */
-    if (tp__cfg_string(ctx, key, value, field) == 0 && (*field)[0] == '\0')
-        tp__cfg_error(ctx, value, "\"%s\" must not be empty (omit it, or write null)", key);
-}
-
-static void parse_anonymous(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)
-{
-    parse_nullable(ctx, key, value, &((struct basic_auth_conf *)obj)->anonymous);
-}
-
-static void parse_realm(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)
-{
-    parse_nullable(ctx, key, value, &((struct basic_auth_conf *)obj)->realm);
-}
-
 /*
  * Kong 3.13's brute_force_protection: {strategy: off|memory|redis|cluster, redis: {...}}.
  * Kong files carry it with strategy "off"; that is accepted (and the redis settings beside it
@@ -91,8 +70,6 @@ static void parse_brute_force(struct tp__cfg_ctx *ctx, const char *key, yaml_nod
                               void *obj)
 {
     (void)obj;
-    if (tp__cfg_is_null(value))
-        return;
     if (value->type != YAML_MAPPING_NODE) {
         tp__cfg_error(ctx, value, "expected a mapping for \"%s\"", key);
         return;
@@ -108,8 +85,8 @@ static void parse_brute_force(struct tp__cfg_ctx *ctx, const char *key, yaml_nod
 
 static const struct tp__cfg_directive basic_auth_keys[] = {
     TP__CFG_BOOL_KEY("hide_credentials", struct basic_auth_conf, hide_credentials, false),
-    TP__CFG_CUSTOM_KEY("anonymous", parse_anonymous, false),
-    TP__CFG_CUSTOM_KEY("realm", parse_realm, false),
+    TP__CFG_STRING_KEY("anonymous", struct basic_auth_conf, anonymous, NULL),
+    TP__CFG_STRING_KEY("realm", struct basic_auth_conf, realm, NULL),
     TP__CFG_CUSTOM_KEY("brute_force_protection", parse_brute_force, false),
 };
 
@@ -123,38 +100,10 @@ static const struct tp__cfg_schema basic_auth_schema = {
     .mark_offset = -1,
 };
 
-/* The realm goes inside a quoted-string (RFC 9110 §11.2): no quote, backslash or control. */
-static bool valid_realm(const char *s)
-{
-    size_t n = strlen(s);
-    if (n > BASIC_AUTH_MAX_REALM)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7f || c == '"' || c == '\\')
-            return false;
-    }
-    return true;
-}
-
 static int basic_auth_validate(struct tp_plugin_build *b, void *vconf)
 {
     struct basic_auth_conf *conf = vconf;
-    if (conf->realm && !valid_realm(conf->realm))
-        return tp_plugin_build_error(
-            b, b->node && b->cfg ? tp__cfg_lookup(b->cfg, b->node, "realm") : NULL,
-            "\"realm\" must be at most %d printable characters "
-            "without '\"' or '\\'",
-            BASIC_AUTH_MAX_REALM);
-    return 0;
-}
-
-static void basic_auth_free_conf(void *vconf)
-{
-    struct basic_auth_conf *conf = vconf;
-    free(conf->anonymous);
-    free(conf->realm);
-    conf->anonymous = conf->realm = NULL;
+    return tp__auth_check_realm(b, conf->realm);
 }
 
 static void basic_auth_destroy(void *vinst)
@@ -166,45 +115,23 @@ static void basic_auth_destroy(void *vinst)
     free(ba);
 }
 
-/* RFC 7617 §2: the challenge names the realm; §2.1: charset="UTF-8" tells the client how to
- * encode user-id and password (we compare bytes, so UTF-8 passwords work as stored). */
-static int build_www_authenticate(struct basic_auth *ba, const char *realm)
-{
-    static const char pre[] = "Basic realm=\"", post[] = "\", charset=\"UTF-8\"";
-    size_t rlen = strlen(realm);
-    size_t len = sizeof(pre) - 1 + rlen + sizeof(post) - 1;
-    char *p = malloc(len + 1);
-
-    if (!p)
-        return -1;
-    memcpy(p, pre, sizeof(pre) - 1);
-    memcpy(p + sizeof(pre) - 1, realm, rlen);
-    memcpy(p + sizeof(pre) - 1 + rlen, post, sizeof(post)); /* with the NUL */
-    ba->www_authenticate = p;
-    ba->www_authenticate_len = len;
-    return 0;
-}
-
 static int basic_auth_compile(struct tp_plugin_build *b, const void *vconf, void **out)
 {
     const struct basic_auth_conf *conf = vconf;
     struct basic_auth *ba = calloc(1, sizeof(*ba));
 
-    if (!ba ||
-        build_www_authenticate(ba, conf->realm ? conf->realm : BASIC_AUTH_DEFAULT_REALM) != 0) {
+    /* RFC 7617 §2: the challenge names the realm; §2.1: charset="UTF-8" tells the client how
+     * to encode user-id and password (we compare bytes, so UTF-8 passwords work as stored). */
+    if (!ba || !(ba->www_authenticate = tp__auth_challenge(
+                     "Basic", conf->realm ? conf->realm : BASIC_AUTH_DEFAULT_REALM,
+                     ", charset=\"UTF-8\"", &ba->www_authenticate_len))) {
         basic_auth_destroy(ba);
         return tp_plugin_build_error(b, NULL, "out of memory");
     }
     ba->conf = conf;
-    if (conf->anonymous) {
-        ba->anonymous = tp_consumer_find(b->snap, tp_slice_cstr(conf->anonymous));
-        if (!ba->anonymous) {
-            basic_auth_destroy(ba);
-            return tp_plugin_build_error(b, NULL,
-                                         "\"anonymous\": no consumer with id or "
-                                         "username \"%s\"",
-                                         conf->anonymous);
-        }
+    if (tp__auth_anonymous(b, conf->anonymous, &ba->anonymous) != 0) {
+        basic_auth_destroy(ba);
+        return -1;
     }
     *out = ba;
     return 0;
@@ -481,28 +408,14 @@ static void wipe_creds(struct basic_creds *c)
         OPENSSL_cleanse(c->buf, c->cap);
 }
 
-/*
- * A failed authentication: 401 with the challenge (and a security-log line, which the runner
- * drops if a later auth plugin of the route succeeds), or, with `anonymous`, the anonymous
- * consumer: the request is served as anonymous; a presented but rejected credential is still
- * one security-log line, a missing one is none.
- */
+/* A failed authentication (tp__auth_fail): credentials were presented unless neither header
+ * was there at all. */
 static enum tp_plugin_status deny(struct tp_plugin_ctx *ctx, const struct basic_auth *ba,
                                   const char *message, const char *reason)
 {
-    if (ba->anonymous) {
-        if (strcmp(reason, "missing basic credentials") != 0) /* rejected, not absent */
-            tp_plugin_security_log(ctx, 401, reason);
-        tp_plugin_set_anonymous(ctx, ba->anonymous);
-        return TP_PLUGIN_CONTINUE;
-    }
-    tp_plugin_security_log(ctx, 401, reason);
-    tp_plugin_respond(ctx, 401, message);
-    if (tp_plugin_respond_header(
-            ctx, "WWW-Authenticate",
-            (struct tp_slice){ba->www_authenticate, ba->www_authenticate_len}) != 0)
-        return TP_PLUGIN_ERROR;
-    return TP_PLUGIN_RESPOND;
+    return tp__auth_fail(ctx, ba->anonymous,
+                         (struct tp_slice){ba->www_authenticate, ba->www_authenticate_len},
+                         message, reason, strcmp(reason, "missing basic credentials") != 0);
 }
 
 /*
@@ -568,7 +481,6 @@ const struct tp_plugin tp_plugin_basic_auth = {
     .schema = &basic_auth_schema,
     .conf_size = sizeof(struct basic_auth_conf),
     .validate = basic_auth_validate,
-    .free_conf = basic_auth_free_conf,
     .compile = basic_auth_compile,
     .destroy = basic_auth_destroy,
     .access = basic_auth_access,

@@ -47,37 +47,30 @@ struct cors_conf {
 /* ------------------------------------------------------------------------------------------ */
 /* Config                                                                                      */
 
-static void parse_list(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)
+/* `methods` written (null is not: the schema walker skips it) replaces Kong's default list,
+ * even when empty. */
+static void parse_methods(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                          void *obj)
 {
     struct cors_conf *c = obj;
-    if (strcmp(key, "origins") == 0) {
-        tp__xf_cfg_opt_list(ctx, key, value, &c->origins, &c->num_origins);
-    } else if (strcmp(key, "headers") == 0) {
-        tp__xf_cfg_opt_list(ctx, key, value, &c->headers, &c->num_headers);
-    } else if (strcmp(key, "exposed_headers") == 0) {
-        tp__xf_cfg_opt_list(ctx, key, value, &c->exposed_headers, &c->num_exposed_headers);
-    } else {
-        tp__xf_cfg_opt_list(ctx, key, value, &c->methods, &c->num_methods);
-        c->methods_set = !tp__cfg_is_null(value);
-    }
+    tp__xf_list_free(c->methods, c->num_methods);
+    c->methods = tp__cfg_string_list(ctx, key, value, NULL, &c->num_methods);
+    c->methods_set = true;
 }
 
 static void parse_max_age(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
                           void *obj)
 {
     struct cors_conf *c = obj;
-    c->has_max_age = false;
-    if (tp__cfg_is_null(value))
-        return;
-    if (tp__cfg_int(ctx, key, value, 0, INT32_MAX, &c->max_age) == 0)
-        c->has_max_age = true;
+    c->has_max_age = tp__cfg_int(ctx, key, value, 0, INT32_MAX, &c->max_age) == 0;
 }
 
 static const struct tp__cfg_directive cors_keys[] = {
-    TP__CFG_CUSTOM_KEY("origins", parse_list, false),
-    TP__CFG_CUSTOM_KEY("headers", parse_list, false),
-    TP__CFG_CUSTOM_KEY("exposed_headers", parse_list, false),
-    TP__CFG_CUSTOM_KEY("methods", parse_list, false),
+    TP__CFG_STRLIST_KEY("origins", struct cors_conf, origins, num_origins),
+    TP__CFG_STRLIST_KEY("headers", struct cors_conf, headers, num_headers),
+    TP__CFG_STRLIST_KEY("exposed_headers", struct cors_conf, exposed_headers,
+                        num_exposed_headers),
+    TP__CFG_CUSTOM_KEY("methods", parse_methods, false),
     TP__CFG_CUSTOM_KEY("max_age", parse_max_age, false),
     TP__CFG_BOOL_KEY("credentials", struct cors_conf, credentials, false),
     TP__CFG_BOOL_KEY("preflight_continue", struct cors_conf, preflight_continue, false),
@@ -98,10 +91,7 @@ static const struct tp__cfg_schema cors_schema = {
 static void cors_free_conf(void *conf)
 {
     struct cors_conf *c = conf;
-    tp__xf_list_free(c->origins, c->num_origins);
-    tp__xf_list_free(c->headers, c->num_headers);
-    tp__xf_list_free(c->exposed_headers, c->num_exposed_headers);
-    tp__xf_list_free(c->methods, c->num_methods);
+    tp__xf_list_free(c->methods, c->num_methods); /* the other lists are the schema's */
 }
 
 /* Kong: an entry with a byte outside [A-Za-z0-9.:/-] "may be a regex". */

@@ -16,6 +16,7 @@
  * IPv4 entries. Entries are tested one by one: lists of a few hundred entries are cheap.
  */
 #include "config/schema.h"
+#include "plugins/authz_common.h"
 #include "plugins/expr.h"
 #include "turnpike/plugin.h"
 
@@ -32,7 +33,7 @@ struct ipr_conf {
     size_t num_allow;
     struct tp_cidr *deny;
     size_t num_deny;
-    bool has_allow, has_deny; /* written and not null (an empty list counts as set) */
+    bool has_allow, has_deny; /* written (an empty list counts as set; null is not) */
     int status;
     char *message; /* NULL: the default */
 };
@@ -40,17 +41,16 @@ struct ipr_conf {
 /* ------------------------------------------------------------------------------------------ */
 /* Config                                                                                     */
 
-/* A list of addresses and networks, or null (Kong files write unset fields as null). Host
- * bits are cleared as Kong does: "10.1.2.3/8" means 10.0.0.0/8. */
+/* A list of addresses and networks (null, which Kong files write for unset fields, never gets
+ * here: the schema walker skips it). Host bits are cleared as Kong does: "10.1.2.3/8" means
+ * 10.0.0.0/8. */
 static void parse_cidrs(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
                         struct tp_cidr **list, size_t *num, bool *has)
 {
     free(*list);
     *list = NULL;
     *num = 0;
-    *has = !tp__cfg_is_null(value);
-    if (!*has)
-        return;
+    *has = true;
     if (value->type != YAML_SEQUENCE_NODE) {
         tp__cfg_error(ctx, value, "expected a list of addresses or networks for \"%s\"", key);
         return;
@@ -92,33 +92,11 @@ static void parse_deny(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *va
     parse_cidrs(ctx, key, value, &c->deny, &c->num_deny, &c->has_deny);
 }
 
-static void parse_status(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)
-{
-    struct ipr_conf *c = obj;
-    int64_t v;
-
-    c->status = IPR_DEFAULT_STATUS;
-    if (!tp__cfg_is_null(value) && tp__cfg_int(ctx, key, value, 200, 599, &v) == 0)
-        c->status = (int)v;
-}
-
-static void parse_message(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)
-{
-    struct ipr_conf *c = obj;
-
-    free(c->message);
-    c->message = NULL;
-    if (tp__cfg_is_null(value))
-        return;
-    if (tp__cfg_string(ctx, key, value, &c->message) == 0 && c->message[0] == '\0')
-        tp__cfg_error(ctx, value, "\"%s\" must not be empty (omit it, or write null)", key);
-}
-
 static const struct tp__cfg_directive ipr_keys[] = {
     TP__CFG_CUSTOM_KEY("allow", parse_allow, false),
     TP__CFG_CUSTOM_KEY("deny", parse_deny, false),
-    TP__CFG_CUSTOM_KEY("status", parse_status, false),
-    TP__CFG_CUSTOM_KEY("message", parse_message, false),
+    TP__CFG_INT_KEY("status", struct ipr_conf, status, 200, 599, IPR_DEFAULT_STATUS),
+    TP__CFG_STRING_KEY("message", struct ipr_conf, message, NULL),
 };
 
 TP__CFG_TABLE_CHECK(ipr_keys);
@@ -135,8 +113,6 @@ static int ipr_validate(struct tp_plugin_build *b, void *vconf)
 {
     struct ipr_conf *c = vconf;
 
-    if (c->status == 0) /* `status` not written: the custom parser did not run */
-        c->status = IPR_DEFAULT_STATUS;
     if (!c->has_allow && !c->has_deny)
         return tp_plugin_build_error(b, b->node, "one of \"allow\" or \"deny\" is required");
     return 0;
@@ -148,9 +124,7 @@ static void ipr_free_conf(void *vconf)
 
     free(c->allow);
     free(c->deny);
-    free(c->message);
     c->allow = c->deny = NULL;
-    c->message = NULL;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -178,9 +152,7 @@ static enum tp_plugin_status ipr_access(struct tp_plugin_ctx *ctx, const void *i
         reason = "ip-restriction: address not allowed";
     if (!reason)
         return TP_PLUGIN_CONTINUE;
-    tp_plugin_security_log(ctx, c->status, reason);
-    tp_plugin_respond(ctx, c->status, c->message ? c->message : IPR_DEFAULT_MESSAGE);
-    return TP_PLUGIN_RESPOND;
+    return tp__authz_refuse(ctx, c->status, c->message ? c->message : IPR_DEFAULT_MESSAGE, reason);
 }
 
 const struct tp_plugin tp_plugin_ip_restriction = {

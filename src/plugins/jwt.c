@@ -42,6 +42,7 @@
  * everything else, claims included, is checked on every request.
  */
 #include "config/schema.h"
+#include "plugins/auth_common.h"
 #include "plugins/jwt_cache.h"
 #include "plugins/jwt_jwks.h"
 #include "plugins/jwt_verify.h"
@@ -54,7 +55,6 @@
 #include <string.h>
 
 #define JWT_DEFAULT_REALM "turnpike"
-#define JWT_MAX_REALM 256
 #define JWT_MAX_TOKEN_VALUES 8   /* values looked at per header name */
 #define JWT_VERIFY_CACHE_KEY "jwt:verify_cache" /* tp_plugin_worker_put key */
 
@@ -89,10 +89,10 @@ struct jwt_conf {
     struct strlist uri_param_names, cookie_names, header_names, claims_to_verify;
     char *key_claim_name;
     bool secret_is_base64;
-    char *anonymous;      /* custom (accepts null) */
+    char *anonymous;      /* or NULL */
     bool run_on_preflight;
     uint32_t maximum_expiration;
-    char *realm;          /* custom (accepts null) */
+    char *realm;          /* or NULL: JWT_DEFAULT_REALM */
     /* turnpike extensions */
     struct strlist algorithms, issuer, audience, required_claims;
     uint32_t leeway;
@@ -100,7 +100,7 @@ struct jwt_conf {
     uint32_t max_lifetime;
     struct jwt_conf_key *keys;
     size_t num_keys;
-    char *jwks_file, *jwks_uri, *jwks_ca_file, *consumer_claim; /* custom (accept null) */
+    char *jwks_file, *jwks_uri, *jwks_ca_file, *consumer_claim; /* or NULL */
     uint32_t jwks_refresh, jwks_min_refresh, jwks_timeout, jwks_cache_ttl;
     uint32_t verify_cache_size;
 };
@@ -156,7 +156,8 @@ static const struct {
     {"required_claims", offsetof(struct jwt_conf, required_claims)},
 };
 
-/* A list of strings; a single string counts as a list of one; null = absent (default). */
+/* A list of strings; a single string counts as a list of one (null, like absent, leaves the
+ * default: the schema walker skips it). */
 static void parse_list(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)
 {
     struct strlist *l = NULL;
@@ -166,8 +167,6 @@ static void parse_list(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *va
     if (!l)
         return;
     strlist_free(l);
-    if (tp__cfg_is_null(value))
-        return;
     l->set = true;
     if (value->type == YAML_SCALAR_NODE) {
         l->v = calloc(1, sizeof(*l->v));
@@ -180,28 +179,6 @@ static void parse_list(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *va
         return;
     }
     l->v = tp__cfg_string_list(ctx, key, value, NULL, &l->n);
-}
-
-/* A string that Kong files may also write as null (deck dumps every field): null = unset. */
-static void parse_nullable(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
-                           void *obj)
-{
-    struct jwt_conf *conf = obj;
-    char **field = !strcmp(key, "anonymous")        ? &conf->anonymous
-                   : !strcmp(key, "realm")          ? &conf->realm
-                   : !strcmp(key, "jwks_file")      ? &conf->jwks_file
-                   : !strcmp(key, "jwks_uri")       ? &conf->jwks_uri
-                   : !strcmp(key, "jwks_ca_file")   ? &conf->jwks_ca_file
-                   : !strcmp(key, "consumer_claim") ? &conf->consumer_claim
-                                                    : NULL;
-    if (!field)
-        return;
-    free(*field);
-    *field = NULL;
-    if (tp__cfg_is_null(value))
-        return;
-    if (tp__cfg_string(ctx, key, value, field) == 0 && (*field)[0] == '\0')
-        tp__cfg_error(ctx, value, "\"%s\" must not be empty (omit it, or write null)", key);
 }
 
 static const struct tp__cfg_directive key_keys[] = {
@@ -234,8 +211,7 @@ static void parse_keys(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *va
 {
     struct jwt_conf *conf = obj;
     free_keys(conf);
-    if (!tp__cfg_is_null(value))
-        conf->keys = tp__cfg_list(ctx, key, value, &key_schema, &conf->num_keys);
+    conf->keys = tp__cfg_list(ctx, key, value, &key_schema, &conf->num_keys);
 }
 
 /* clang-format off */
@@ -246,10 +222,10 @@ static const struct tp__cfg_directive jwt_keys[] = {
     TP__CFG_CUSTOM_KEY("claims_to_verify", parse_list, false),
     TP__CFG_STRING_KEY("key_claim_name", struct jwt_conf, key_claim_name, "iss"),
     TP__CFG_BOOL_KEY("secret_is_base64", struct jwt_conf, secret_is_base64, false),
-    TP__CFG_CUSTOM_KEY("anonymous", parse_nullable, false),
+    TP__CFG_STRING_KEY("anonymous", struct jwt_conf, anonymous, NULL),
     TP__CFG_BOOL_KEY("run_on_preflight", struct jwt_conf, run_on_preflight, true),
     TP__CFG_UINT_KEY("maximum_expiration", struct jwt_conf, maximum_expiration, 0, 31536000, 0),
-    TP__CFG_CUSTOM_KEY("realm", parse_nullable, false),
+    TP__CFG_STRING_KEY("realm", struct jwt_conf, realm, NULL),
     TP__CFG_CUSTOM_KEY("algorithms", parse_list, false),
     TP__CFG_CUSTOM_KEY("issuer", parse_list, false),
     TP__CFG_CUSTOM_KEY("audience", parse_list, false),
@@ -258,14 +234,14 @@ static const struct tp__cfg_directive jwt_keys[] = {
     TP__CFG_BOOL_KEY("require_exp", struct jwt_conf, require_exp, false),
     TP__CFG_UINT_KEY("max_lifetime", struct jwt_conf, max_lifetime, 0, UINT32_MAX, 0),
     TP__CFG_CUSTOM_KEY("keys", parse_keys, false),
-    TP__CFG_CUSTOM_KEY("jwks_file", parse_nullable, false),
-    TP__CFG_CUSTOM_KEY("jwks_uri", parse_nullable, false),
-    TP__CFG_CUSTOM_KEY("jwks_ca_file", parse_nullable, false),
+    TP__CFG_STRING_KEY("jwks_file", struct jwt_conf, jwks_file, NULL),
+    TP__CFG_STRING_KEY("jwks_uri", struct jwt_conf, jwks_uri, NULL),
+    TP__CFG_STRING_KEY("jwks_ca_file", struct jwt_conf, jwks_ca_file, NULL),
     TP__CFG_UINT_KEY("jwks_refresh", struct jwt_conf, jwks_refresh, 1, 604800, 300),
     TP__CFG_UINT_KEY("jwks_min_refresh", struct jwt_conf, jwks_min_refresh, 0, 86400, 10),
     TP__CFG_UINT_KEY("jwks_timeout", struct jwt_conf, jwks_timeout, 1, 60000, 5000),
     TP__CFG_UINT_KEY("jwks_cache_ttl", struct jwt_conf, jwks_cache_ttl, 0, UINT32_MAX, 0),
-    TP__CFG_CUSTOM_KEY("consumer_claim", parse_nullable, false),
+    TP__CFG_STRING_KEY("consumer_claim", struct jwt_conf, consumer_claim, NULL),
     TP__CFG_UINT_KEY("verify_cache_size", struct jwt_conf, verify_cache_size, 0,
                      TP_JWT_CACHE_MAX, TP_JWT_CACHE_DEFAULT),
 };
@@ -287,14 +263,6 @@ static void jwt_free_conf(void *vconf)
     for (size_t i = 0; i < TP_ARRAY_LEN(list_fields); i++)
         strlist_free((struct strlist *)((char *)conf + list_fields[i].offset));
     free_keys(conf);
-    free(conf->anonymous);
-    free(conf->realm);
-    free(conf->jwks_file);
-    free(conf->jwks_uri);
-    free(conf->jwks_ca_file);
-    free(conf->consumer_claim);
-    conf->anonymous = conf->realm = conf->jwks_file = conf->jwks_uri = NULL;
-    conf->jwks_ca_file = conf->consumer_claim = NULL;
 }
 
 /* Kong's defaults of the lists that are not empty by default. */
@@ -321,20 +289,6 @@ static bool valid_header_name(const char *s)
         unsigned char c = (unsigned char)*s;
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               (c && strchr("!#$%&'*+-.^_`|~", c))))
-            return false;
-    }
-    return true;
-}
-
-/* The realm goes inside a quoted-string (RFC 9110 §11.2): no quote, backslash or control. */
-static bool valid_realm(const char *s)
-{
-    size_t n = strlen(s);
-    if (n > JWT_MAX_REALM)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7f || c == '"' || c == '\\')
             return false;
     }
     return true;
@@ -412,10 +366,8 @@ static int jwt_validate(struct tp_plugin_build *b, void *vconf)
 
     if (validate_keys(b, conf) != 0)
         rc = -1;
-    if (conf->realm && !valid_realm(conf->realm))
-        rc = tp_plugin_build_error(b, node_of(b, "realm"),
-                                   "\"realm\" must be at most %d printable characters without "
-                                   "'\"' or '\\'", JWT_MAX_REALM);
+    if (tp__auth_check_realm(b, conf->realm) != 0)
+        rc = -1;
     if (conf->jwks_uri) {
         struct tp_jwks_source src;
         const char *why = NULL;
@@ -638,8 +590,8 @@ static int compile_messages(struct jwt *j)
     j->msg_bad_claim = format("Invalid '%s' in claims", kcn);
     j->msg_no_cred = format("No credentials found for given '%s'", kcn);
     /* RFC 6750 §3: error= only when a token was presented */
-    j->www_plain = format("Bearer realm=\"%s\"", realm);
-    j->www_error = format("Bearer realm=\"%s\", error=\"invalid_token\"", realm);
+    j->www_plain = tp__auth_challenge("Bearer", realm, "", NULL);
+    j->www_error = tp__auth_challenge("Bearer", realm, ", error=\"invalid_token\"", NULL);
     return j->msg_no_claim && j->msg_bad_claim && j->msg_no_cred && j->www_plain && j->www_error
                ? 0
                : -1;
@@ -695,14 +647,8 @@ static int jwt_compile(struct tp_plugin_build *b, const void *vconf, void **out)
         j->fetch.timeout_ms = conf->jwks_timeout;
         j->fetch.ca_file = conf->jwks_ca_file;
     }
-    if (conf->anonymous) {
-        j->anonymous = tp_consumer_find(b->snap, tp_slice_cstr(conf->anonymous));
-        if (!j->anonymous) {
-            tp_plugin_build_error(b, NULL, "\"anonymous\": no consumer with id or username "
-                                  "\"%s\"", conf->anonymous);
-            goto fail;
-        }
-    }
+    if (tp__auth_anonymous(b, conf->anonymous, &j->anonymous) != 0)
+        goto fail;
     *out = j;
     return 0;
 fail:
@@ -787,25 +733,14 @@ static enum token_found find_token(struct tp_plugin_ctx *ctx, const struct jwt_c
 /* Requests                                                                                   */
 
 /*
- * A failed authentication: 401 with the Bearer challenge (error="invalid_token" when a token
- * was presented, RFC 6750 §3.1), or the anonymous consumer. With anonymous, a request without
- * a token is ordinary traffic and is not logged; a rejected token still is.
+ * A failed authentication (tp__auth_fail) with the Bearer challenge: error="invalid_token"
+ * when a token was presented (RFC 6750 §3.1).
  */
 static enum tp_plugin_status deny(struct tp_plugin_ctx *ctx, const struct jwt *j,
                                   const char *message, const char *reason, bool presented)
 {
-    if (j->anonymous) {
-        if (presented)
-            tp_plugin_security_log(ctx, 401, reason);
-        tp_plugin_set_anonymous(ctx, j->anonymous);
-        return TP_PLUGIN_CONTINUE;
-    }
-    tp_plugin_security_log(ctx, 401, reason);
-    tp_plugin_respond(ctx, 401, message);
-    if (tp_plugin_respond_header(ctx, "WWW-Authenticate",
-                                 tp_slice_cstr(presented ? j->www_error : j->www_plain)) != 0)
-        return TP_PLUGIN_ERROR;
-    return TP_PLUGIN_RESPOND;
+    return tp__auth_fail(ctx, j->anonymous, tp_slice_cstr(presented ? j->www_error : j->www_plain),
+                         message, reason, presented);
 }
 
 /* May alg be used with k here? The key must allow it (type, its own alg); then `algorithms`

@@ -21,6 +21,8 @@
  * headers, or two query arguments) is refused as Kong does ("Duplicate API key found").
  */
 #include "config/schema.h"
+#include "plugins/auth_common.h"
+#include "plugins/transform_util.h"
 #include "turnpike/consumer.h"
 #include "turnpike/plugin.h"
 
@@ -30,7 +32,6 @@
 
 #define KEY_AUTH_DEFAULT_NAME "apikey"
 #define KEY_AUTH_DEFAULT_REALM "turnpike"
-#define KEY_AUTH_MAX_REALM 256
 
 /* Messages of the 401 answers: Kong's wording, so clients written for Kong keep working. */
 #define MSG_NO_KEY "No API key found in request"
@@ -46,8 +47,8 @@ struct key_auth_conf {
     bool key_in_body;
     bool hide_credentials;
     bool run_on_preflight;
-    char *anonymous; /* custom (accepts null): consumer id or username, or NULL */
-    char *realm;     /* custom (accepts null) */
+    char *anonymous; /* consumer id or username, or NULL */
+    char *realm;     /* or NULL: KEY_AUTH_DEFAULT_REALM */
 };
 
 /* One name of key_names, ready for both places it is looked for. */
@@ -70,28 +71,6 @@ struct key_auth {
 /* ------------------------------------------------------------------------------------------ */
 /* Config                                                                                     */
 
-/* A string that Kong files may also write as null (deck dumps every field): null = unset. */
-static void parse_nullable(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
-                           char **field)
-{
-    free(*field);
-    *field = NULL;
-    if (tp__cfg_is_null(value))
-        return;
-    if (tp__cfg_string(ctx, key, value, field) == 0 && (*field)[0] == '\0')
-        tp__cfg_error(ctx, value, "\"%s\" must not be empty (omit it, or write null)", key);
-}
-
-static void parse_anonymous(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)
-{
-    parse_nullable(ctx, key, value, &((struct key_auth_conf *)obj)->anonymous);
-}
-
-static void parse_realm(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)
-{
-    parse_nullable(ctx, key, value, &((struct key_auth_conf *)obj)->realm);
-}
-
 /*
  * Kong (3.10+, Konnect) `identity_realms`: where keys are looked up. Its default,
  * [{scope: cp, id: null, region: null}], means "in this gateway's own configuration", which
@@ -101,8 +80,6 @@ static void parse_identity_realms(struct tp__cfg_ctx *ctx, const char *key, yaml
                                   void *obj)
 {
     (void)obj;
-    if (tp__cfg_is_null(value))
-        return;
     if (value->type != YAML_SEQUENCE_NODE) {
         tp__cfg_error(ctx, value, "expected a list for \"%s\"", key);
         return;
@@ -129,8 +106,8 @@ static const struct tp__cfg_directive key_auth_keys[] = {
     TP__CFG_BOOL_KEY("key_in_body", struct key_auth_conf, key_in_body, false),
     TP__CFG_BOOL_KEY("hide_credentials", struct key_auth_conf, hide_credentials, false),
     TP__CFG_BOOL_KEY("run_on_preflight", struct key_auth_conf, run_on_preflight, true),
-    TP__CFG_CUSTOM_KEY("anonymous", parse_anonymous, false),
-    TP__CFG_CUSTOM_KEY("realm", parse_realm, false),
+    TP__CFG_STRING_KEY("anonymous", struct key_auth_conf, anonymous, NULL),
+    TP__CFG_STRING_KEY("realm", struct key_auth_conf, realm, NULL),
     TP__CFG_CUSTOM_KEY("identity_realms", parse_identity_realms, false),
 };
 
@@ -153,20 +130,6 @@ static bool valid_key_name(const char *s)
         char c = *s;
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '-' || c == '_'))
-            return false;
-    }
-    return true;
-}
-
-/* The realm goes inside a quoted-string (RFC 9110 §11.2): no quote, backslash or control. */
-static bool valid_realm(const char *s)
-{
-    size_t n = strlen(s);
-    if (n > KEY_AUTH_MAX_REALM)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7f || c == '"' || c == '\\')
             return false;
     }
     return true;
@@ -199,21 +162,9 @@ static int key_auth_validate(struct tp_plugin_build *b, void *vconf)
         rc = tp_plugin_build_error(b, NULL,
                                    "\"key_in_header\" and \"key_in_query\" are both "
                                    "false: no key could ever be found");
-    if (conf->realm && !valid_realm(conf->realm))
-        rc = tp_plugin_build_error(
-            b, b->node && b->cfg ? tp__cfg_lookup(b->cfg, b->node, "realm") : NULL,
-            "\"realm\" must be at most %d printable characters without "
-            "'\"' or '\\'",
-            KEY_AUTH_MAX_REALM);
+    if (tp__auth_check_realm(b, conf->realm) != 0)
+        rc = -1;
     return rc;
-}
-
-static void key_auth_free_conf(void *vconf)
-{
-    struct key_auth_conf *conf = vconf;
-    free(conf->anonymous);
-    free(conf->realm);
-    conf->anonymous = conf->realm = NULL;
 }
 
 static void key_auth_destroy(void *vinst)
@@ -241,23 +192,6 @@ static int set_name(struct key_name *n, const char *name)
     return 0;
 }
 
-static int build_www_authenticate(struct key_auth *ka, const char *realm)
-{
-    static const char pre[] = "Key realm=\"";
-    size_t rlen = strlen(realm);
-    size_t len = sizeof(pre) - 1 + rlen + 1;
-
-    ka->www_authenticate = malloc(len + 1);
-    if (!ka->www_authenticate)
-        return -1;
-    memcpy(ka->www_authenticate, pre, sizeof(pre) - 1);
-    memcpy(ka->www_authenticate + sizeof(pre) - 1, realm, rlen);
-    ka->www_authenticate[len - 1] = '"';
-    ka->www_authenticate[len] = '\0';
-    ka->www_authenticate_len = len;
-    return 0;
-}
-
 static int key_auth_compile(struct tp_plugin_build *b, const void *vconf, void **out)
 {
     const struct key_auth_conf *conf = vconf;
@@ -274,18 +208,13 @@ static int key_auth_compile(struct tp_plugin_build *b, const void *vconf, void *
         if (set_name(&ka->names[i],
                      conf->num_key_names ? conf->key_names[i] : KEY_AUTH_DEFAULT_NAME) != 0)
             goto out_oom;
-    if (build_www_authenticate(ka, conf->realm ? conf->realm : KEY_AUTH_DEFAULT_REALM) != 0)
+    ka->www_authenticate = tp__auth_challenge(
+        "Key", conf->realm ? conf->realm : KEY_AUTH_DEFAULT_REALM, "", &ka->www_authenticate_len);
+    if (!ka->www_authenticate)
         goto out_oom;
-    if (conf->anonymous) {
-        ka->anonymous = tp_consumer_find(b->snap, tp_slice_cstr(conf->anonymous));
-        if (!ka->anonymous) {
-            tp_plugin_build_error(b, NULL,
-                                  "\"anonymous\": no consumer with id or username "
-                                  "\"%s\"",
-                                  conf->anonymous);
-            key_auth_destroy(ka);
-            return -1;
-        }
+    if (tp__auth_anonymous(b, conf->anonymous, &ka->anonymous) != 0) {
+        key_auth_destroy(ka);
+        return -1;
     }
     *out = ka;
     return 0;
@@ -298,54 +227,33 @@ out_oom:
 /* ------------------------------------------------------------------------------------------ */
 /* Query strings (application/x-www-form-urlencoded, as Kong's get_query reads them)          */
 
-static int hex_value(char c)
+/* One argument of a query string: `name`, or `name=value`. */
+struct query_arg {
+    struct tp_slice seg;  /* the whole argument (raw) */
+    struct tp_slice name; /* raw */
+    const char *eq;       /* its '=', or NULL */
+};
+
+/* The argument at *pos (advanced past it and its '&'); false at the end of q. */
+static bool query_next(struct tp_slice q, size_t *pos, struct query_arg *a)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = tp_lower(c);
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
+    if (*pos >= q.len)
+        return false;
+    const char *seg = q.ptr + *pos;
+    const char *amp = memchr(seg, '&', q.len - *pos);
+    size_t seg_len = amp ? (size_t)(amp - seg) : q.len - *pos;
+
+    a->eq = memchr(seg, '=', seg_len);
+    a->seg = (struct tp_slice){seg, seg_len};
+    a->name = (struct tp_slice){seg, a->eq ? (size_t)(a->eq - seg) : seg_len};
+    *pos += seg_len + 1;
+    return true;
 }
 
-/* The byte that starts at s[*i] once decoded ('+' is a space, %XX a byte; a '%' that is not
- * followed by two hex digits stands for itself); advances *i past it. */
-static unsigned char form_byte(const char *s, size_t len, size_t *i)
+/* Is a a non-empty argument with n's query name? (Names are compared decoded, in place.) */
+static bool query_arg_is(const struct query_arg *a, const struct key_name *n)
 {
-    char c = s[*i];
-    if (c == '+') {
-        (*i)++;
-        return ' ';
-    }
-    if (c == '%' && *i + 2 < len) {
-        int hi = hex_value(s[*i + 1]);
-        int lo = hex_value(s[*i + 2]);
-        if (hi >= 0 && lo >= 0) {
-            *i += 3;
-            return (unsigned char)(hi << 4 | lo);
-        }
-    }
-    (*i)++;
-    return (unsigned char)c;
-}
-
-/* Does raw[0..len), decoded, equal name[0..nlen)? (No buffer: names are compared in place.) */
-static bool form_eq(const char *raw, size_t len, const char *name, size_t nlen)
-{
-    size_t i = 0, j = 0;
-    while (i < len && j < nlen)
-        if (form_byte(raw, len, &i) != (unsigned char)name[j++])
-            return false;
-    return i == len && j == nlen;
-}
-
-/* Decode raw[0..len) into out (at least len bytes); returns the decoded length. */
-static size_t form_decode(const char *raw, size_t len, char *out)
-{
-    size_t i = 0, n = 0;
-    while (i < len)
-        out[n++] = (char)form_byte(raw, len, &i);
-    return n;
+    return a->seg.len && tp__xf_form_eq(a->name, (struct tp_slice){n->query, n->query_len});
 }
 
 /* One `name` argument of a query string, split at '&'. */
@@ -357,21 +265,15 @@ struct query_hit {
 
 static void query_find(struct tp_slice q, const struct key_name *n, struct query_hit *hit)
 {
+    struct query_arg a;
     size_t pos = 0;
     memset(hit, 0, sizeof(*hit));
-    while (pos < q.len) {
-        const char *seg = q.ptr + pos;
-        const char *amp = memchr(seg, '&', q.len - pos);
-        size_t seg_len = amp ? (size_t)(amp - seg) : q.len - pos;
-        const char *eq = memchr(seg, '=', seg_len);
-        size_t name_len = eq ? (size_t)(eq - seg) : seg_len;
-
-        if (seg_len && form_eq(seg, name_len, n->query, n->query_len) && hit->count++ == 0) {
-            hit->has_value = eq != NULL;
-            if (eq)
-                hit->value = (struct tp_slice){eq + 1, seg_len - name_len - 1};
+    while (query_next(q, &pos, &a)) {
+        if (query_arg_is(&a, n) && hit->count++ == 0) {
+            hit->has_value = a.eq != NULL;
+            if (a.eq)
+                hit->value = (struct tp_slice){a.eq + 1, a.seg.len - a.name.len - 1};
         }
-        pos += seg_len + 1;
     }
 }
 
@@ -379,27 +281,21 @@ static void query_find(struct tp_slice q, const struct key_name *n, struct query
 static int query_remove(struct tp_plugin_ctx *ctx, struct tp_slice q, const struct key_name *n)
 {
     char *out = tp_plugin_alloc(ctx, q.len + 1);
+    struct query_arg a;
     size_t pos = 0, len = 0;
     bool removed = false;
 
     if (!out)
         return TP_ENOMEM;
-    while (pos < q.len) {
-        const char *seg = q.ptr + pos;
-        const char *amp = memchr(seg, '&', q.len - pos);
-        size_t seg_len = amp ? (size_t)(amp - seg) : q.len - pos;
-        const char *eq = memchr(seg, '=', seg_len);
-        size_t name_len = eq ? (size_t)(eq - seg) : seg_len;
-
-        if (seg_len && form_eq(seg, name_len, n->query, n->query_len)) {
+    while (query_next(q, &pos, &a)) {
+        if (query_arg_is(&a, n)) {
             removed = true;
         } else {
             if (len)
                 out[len++] = '&';
-            memcpy(out + len, seg, seg_len);
-            len += seg_len;
+            memcpy(out + len, a.seg.ptr, a.seg.len);
+            len += a.seg.len;
         }
-        pos += seg_len + 1;
     }
     return removed ? tp_plugin_set_query(ctx, (struct tp_slice){out, len}) : 0;
 }
@@ -443,7 +339,7 @@ static enum key_found find_key(struct tp_plugin_ctx *ctx, const struct key_auth 
             if (!buf)
                 return KEY_NOMEM;
             key->ptr = buf;
-            key->len = form_decode(hit.value.ptr, hit.value.len, buf);
+            key->len = tp__xf_form_decode(hit.value.ptr, hit.value.len, buf);
             return KEY_FOUND;
         }
         /* `?apikey` without '=' is no key (Kong reads it as a flag): try the next name */
@@ -451,28 +347,13 @@ static enum key_found find_key(struct tp_plugin_ctx *ctx, const struct key_auth 
     return KEY_NONE;
 }
 
-/*
- * A failed authentication: 401 with the challenge (and a security-log line, which the runner
- * drops if a later auth plugin of the route succeeds), or, with `anonymous`, the anonymous
- * consumer: the request is served as anonymous; a presented but rejected credential is still
- * one security-log line, a missing one is none.
- */
+/* A failed authentication (tp__auth_fail): a key was presented unless none was found. */
 static enum tp_plugin_status deny(struct tp_plugin_ctx *ctx, const struct key_auth *ka,
                                   const char *message, const char *reason)
 {
-    if (ka->anonymous) {
-        if (strcmp(reason, "missing api key") != 0) /* a rejected key, not an absent one */
-            tp_plugin_security_log(ctx, 401, reason);
-        tp_plugin_set_anonymous(ctx, ka->anonymous);
-        return TP_PLUGIN_CONTINUE;
-    }
-    tp_plugin_security_log(ctx, 401, reason);
-    tp_plugin_respond(ctx, 401, message);
-    if (tp_plugin_respond_header(
-            ctx, "WWW-Authenticate",
-            (struct tp_slice){ka->www_authenticate, ka->www_authenticate_len}) != 0)
-        return TP_PLUGIN_ERROR;
-    return TP_PLUGIN_RESPOND;
+    return tp__auth_fail(ctx, ka->anonymous,
+                         (struct tp_slice){ka->www_authenticate, ka->www_authenticate_len},
+                         message, reason, strcmp(reason, "missing api key") != 0);
 }
 
 /* hide_credentials: neither the header nor the query argument reach the upstream (Kong removes
@@ -529,7 +410,6 @@ const struct tp_plugin tp_plugin_key_auth = {
     .schema = &key_auth_schema,
     .conf_size = sizeof(struct key_auth_conf),
     .validate = key_auth_validate,
-    .free_conf = key_auth_free_conf,
     .compile = key_auth_compile,
     .destroy = key_auth_destroy,
     .access = key_auth_access,

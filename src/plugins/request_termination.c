@@ -31,24 +31,14 @@ struct rtm_conf {
 /* ------------------------------------------------------------------------------------------ */
 /* Config                                                                                      */
 
-static void parse_opt(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)
-{
-    struct rtm_conf *c = obj;
-    char **field = strcmp(key, "message") == 0        ? &c->message
-                   : strcmp(key, "content_type") == 0 ? &c->content_type
-                   : strcmp(key, "body") == 0         ? &c->body
-                                                      : &c->trigger;
-    tp__xf_cfg_opt_string(ctx, key, value, field);
-}
-
 static const struct tp__cfg_directive rtm_keys[] = {
     /* Kong allows 100..599; an interim 1xx cannot end a request (RFC 9110 §15.2) */
     TP__CFG_UINT_KEY("status_code", struct rtm_conf, status_code, 200, 599, 503),
-    TP__CFG_CUSTOM_KEY("message", parse_opt, false),
-    TP__CFG_CUSTOM_KEY("content_type", parse_opt, false),
-    TP__CFG_CUSTOM_KEY("body", parse_opt, false),
+    TP__CFG_STRING_KEY("message", struct rtm_conf, message, NULL),
+    TP__CFG_STRING_KEY("content_type", struct rtm_conf, content_type, NULL),
+    TP__CFG_STRING_KEY("body", struct rtm_conf, body, NULL),
     TP__CFG_BOOL_KEY("echo", struct rtm_conf, echo, false),
-    TP__CFG_CUSTOM_KEY("trigger", parse_opt, false),
+    TP__CFG_STRING_KEY("trigger", struct rtm_conf, trigger, NULL),
 };
 
 TP__CFG_TABLE_CHECK(rtm_keys);
@@ -60,15 +50,6 @@ static const struct tp__cfg_schema rtm_schema = {
     .size = sizeof(struct rtm_conf),
     .mark_offset = -1,
 };
-
-static void rtm_free_conf(void *conf)
-{
-    struct rtm_conf *c = conf;
-    free(c->message);
-    free(c->content_type);
-    free(c->body);
-    free(c->trigger);
-}
 
 static const void *key_node(struct tp_plugin_build *b, const char *key)
 {
@@ -426,7 +407,6 @@ const struct tp_plugin tp_plugin_request_termination = {
     .schema = &rtm_schema,
     .conf_size = sizeof(struct rtm_conf),
     .validate = rtm_validate,
-    .free_conf = rtm_free_conf,
     .access = rtm_access,
     .request_body = rtm_request_body,
 };

@@ -26,10 +26,10 @@
  * else 403. A rule with no groups, consumers, owner nor public refuses everyone (403).
  */
 #include "config/schema.h"
+#include "plugins/authz_common.h"
 #include "plugins/expr.h"
 #include "turnpike/consumer.h"
 #include "turnpike/plugin.h"
-#include "turnpike/snapshot.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -192,13 +192,6 @@ static bool template_match(const struct racl_template *t, struct tp_slice path,
 /* ------------------------------------------------------------------------------------------ */
 /* Config                                                                                     */
 
-static void free_list(char **v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
 static void free_owner(struct racl_owner *o)
 {
     if (!o)
@@ -214,11 +207,11 @@ static void free_rule(struct racl_rule *r)
     for (size_t i = 0; r->templates && i < r->num_paths; i++)
         free(r->templates[i].segs);
     free(r->templates);
-    free_list(r->paths, r->num_paths);
-    free_list(r->routes, r->num_routes);
-    free_list(r->methods, r->num_methods);
-    free_list(r->groups, r->num_groups);
-    free_list(r->consumers, r->num_consumers);
+    tp__authz_list_free(r->paths, r->num_paths);
+    tp__authz_list_free(r->routes, r->num_routes);
+    tp__authz_list_free(r->methods, r->num_methods);
+    tp__authz_list_free(r->groups, r->num_groups);
+    tp__authz_list_free(r->consumers, r->num_consumers);
     free_owner(r->owner);
     memset(r, 0, sizeof(*r));
 }
@@ -230,7 +223,7 @@ static void parse_paths(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *v
     for (size_t i = 0; r->templates && i < r->num_paths; i++)
         free(r->templates[i].segs);
     free(r->templates);
-    free_list(r->paths, r->num_paths);
+    tp__authz_list_free(r->paths, r->num_paths);
     r->templates = NULL;
     r->paths = tp__cfg_string_list(ctx, key, value, NULL, &r->num_paths);
     if (value->type == YAML_SEQUENCE_NODE && r->num_paths == 0)
@@ -252,24 +245,12 @@ static void parse_paths(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *v
     }
 }
 
-static int check_method(struct tp__cfg_ctx *ctx, const char *key, const yaml_node_t *node, char *s)
-{
-    for (char *p = s; *p; p++) {
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '-' || *p == '_')) {
-            tp__cfg_error(ctx, node, "\"%s\": \"%s\" is not an HTTP method", key, s);
-            return -1;
-        }
-        *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
-    }
-    return 0;
-}
-
 static void parse_methods(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value, void *obj)
 {
     struct racl_rule *r = obj;
 
-    free_list(r->methods, r->num_methods);
-    r->methods = tp__cfg_string_list(ctx, key, value, check_method, &r->num_methods);
+    tp__authz_list_free(r->methods, r->num_methods);
+    r->methods = tp__cfg_string_list(ctx, key, value, tp__authz_cfg_method, &r->num_methods);
     if (value->type == YAML_SEQUENCE_NODE && r->num_methods == 0)
         tp__cfg_error(ctx, value, "\"%s\" must not be empty (omit it for any method)", key);
 }
@@ -333,9 +314,6 @@ static void parse_owner(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *v
 
     (void)key;
     free_owner(r->owner);
-    r->owner = NULL;
-    if (tp__cfg_is_null(value))
-        return;
     r->owner = calloc(1, sizeof(*r->owner));
     if (!r->owner) {
         tp__cfg_oom(ctx, value);
@@ -444,28 +422,17 @@ static void racl_free_conf(void *vconf)
     c->num_rules = 0;
 }
 
-static bool route_exists(const struct tp_config *cfg, const char *name)
-{
-    for (size_t s = 0; s < cfg->num_services; s++)
-        for (size_t r = 0; r < cfg->services[s].num_routes; r++)
-            if (cfg->services[s].routes[r].name &&
-                strcmp(cfg->services[s].routes[r].name, name) == 0)
-                return true;
-    return false;
-}
-
 /* A rule naming a route that does not exist is a typo that would never match. */
 static int racl_compile(struct tp_plugin_build *b, const void *vconf, void **inst)
 {
     const struct racl_conf *c = vconf;
-    const struct tp_config *cfg = b->snap ? b->snap->config : NULL;
     int rc = 0, line = b->line, column = b->column;
 
     *inst = (void *)vconf;
-    for (size_t i = 0; cfg && i < c->num_rules; i++) {
+    for (size_t i = 0; i < c->num_rules; i++) {
         for (size_t j = 0; j < c->rules[i].num_routes; j++) {
             const char *name = c->rules[i].routes[j];
-            if (!name || route_exists(cfg, name))
+            if (!name || tp__authz_route_exists(b, name))
                 continue;
             b->line = c->rules[i].mark.line;
             b->column = c->rules[i].mark.column;
@@ -533,9 +500,8 @@ static bool is_owner(const struct racl_owner *o, struct tp_plugin_ctx *ctx, stru
 
 static enum tp_plugin_status refuse(struct tp_plugin_ctx *ctx, int status, const char *reason)
 {
-    tp_plugin_security_log(ctx, status, reason);
-    tp_plugin_respond(ctx, status, status == 401 ? RACL_MSG_UNAUTHORIZED : RACL_MSG_FORBIDDEN);
-    return TP_PLUGIN_RESPOND;
+    return tp__authz_refuse(ctx, status,
+                            status == 401 ? RACL_MSG_UNAUTHORIZED : RACL_MSG_FORBIDDEN, reason);
 }
 
 static enum tp_plugin_status decide(const struct racl_rule *r, struct tp_plugin_ctx *ctx,
@@ -550,9 +516,8 @@ static enum tp_plugin_status decide(const struct racl_rule *r, struct tp_plugin_
     bool claims_owner = r->owner && r->owner->attr.attr == TP_EXPR_JWT_CLAIMS;
     if (!c && !(claims_owner && tp_plugin_claims(ctx)))
         return refuse(ctx, 401, "resource-acl: no consumer");
-    for (size_t i = 0; c && i < r->num_groups; i++)
-        if (r->groups[i] && tp_consumer_in_group(c, tp_slice_cstr(r->groups[i])))
-            return TP_PLUGIN_CONTINUE;
+    if (c && tp__authz_in_any_group(c, r->groups, r->num_groups))
+        return TP_PLUGIN_CONTINUE;
     for (size_t i = 0; c && i < r->num_consumers; i++)
         if (r->consumers[i] && ((c->username && strcmp(c->username, r->consumers[i]) == 0) ||
                                 (c->id && strcmp(c->id, r->consumers[i]) == 0)))

@@ -18,13 +18,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { OP_REMOVE, OP_RENAME, OP_REPLACE, OP_ADD, OP_APPEND, OP_COUNT };
 enum { T_HEADERS, T_JSON, T_JSON_TYPES, T_COUNT };
 
-static const char *const op_names[OP_COUNT] = {"remove", "rename", "replace", "add", "append"};
 static const char *const target_names[T_COUNT] = {"headers", "json", "json_types"};
+/* indexed by enum tp__xf_type */
 static const char *const json_type_names[] = {"string", "boolean", "number"};
-enum { JT_STRING, JT_BOOLEAN, JT_NUMBER };
 
 struct rsp_section {
     char **list[T_COUNT];
@@ -32,29 +30,20 @@ struct rsp_section {
 };
 
 struct rsp_conf {
-    struct rsp_section op[OP_COUNT];
+    struct rsp_section op[TP_XF_OP_COUNT];
 };
 
 /* ------------------------------------------------------------------------------------------ */
 /* Config                                                                                      */
 
-static void parse_target(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
-                         void *obj)
-{
-    struct rsp_section *s = obj;
-    for (int t = 0; t < T_COUNT; t++)
-        if (strcmp(key, target_names[t]) == 0)
-            tp__xf_cfg_opt_list(ctx, key, value, &s->list[t], &s->num[t]);
-}
-
 #define RSP_BASE_KEYS                                                                       \
-    TP__CFG_CUSTOM_KEY("headers", parse_target, false),                                    \
-    TP__CFG_CUSTOM_KEY("json", parse_target, false)
+    TP__CFG_STRLIST_KEY("headers", struct rsp_section, list[T_HEADERS], num[T_HEADERS]),   \
+    TP__CFG_STRLIST_KEY("json", struct rsp_section, list[T_JSON], num[T_JSON])
 
 static const struct tp__cfg_directive rsp_names_keys[] = {RSP_BASE_KEYS};
 static const struct tp__cfg_directive rsp_values_keys[] = {
     RSP_BASE_KEYS,
-    TP__CFG_CUSTOM_KEY("json_types", parse_target, false),
+    TP__CFG_STRLIST_KEY("json_types", struct rsp_section, list[T_JSON_TYPES], num[T_JSON_TYPES]),
 };
 
 static const struct tp__cfg_schema rsp_names_schema = {
@@ -77,13 +66,12 @@ static void parse_section(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t 
                           void *obj)
 {
     struct rsp_conf *c = obj;
-    for (int op = 0; op < OP_COUNT; op++) {
-        if (strcmp(key, op_names[op]) != 0 || tp__cfg_is_null(value))
-            continue;
-        /* remove and rename take names only; json_types belongs to the value operations */
-        bool names = op == OP_REMOVE || op == OP_RENAME;
-        tp__cfg_object(ctx, names ? &rsp_names_schema : &rsp_values_schema, value, &c->op[op]);
-    }
+    int op = tp__xf_op_find(key);
+    if (op < 0)
+        return;
+    /* remove and rename take names only; json_types belongs to the value operations */
+    bool names = op == TP_XF_OP_REMOVE || op == TP_XF_OP_RENAME;
+    tp__cfg_object(ctx, names ? &rsp_names_schema : &rsp_values_schema, value, &c->op[op]);
 }
 
 static const struct tp__cfg_directive rsp_keys[] = {
@@ -104,54 +92,47 @@ static const struct tp__cfg_schema rsp_schema = {
     .mark_offset = -1,
 };
 
+/* The sections are walked by their own schemas: free what those parsed. */
 static void rsp_free_conf(void *conf)
 {
     struct rsp_conf *c = conf;
-    for (int op = 0; op < OP_COUNT; op++)
-        for (int t = 0; t < T_COUNT; t++)
-            tp__xf_list_free(c->op[op].list[t], c->op[op].num[t]);
+    for (int op = 0; op < TP_XF_OP_COUNT; op++)
+        tp__cfg_free_fields(&rsp_values_schema, &c->op[op]);
 }
 
-static int json_type_of(const struct rsp_section *s, size_t i)
+static enum tp__xf_type json_type_of(const struct rsp_section *s, size_t i)
 {
     const char *t = i < s->num[T_JSON_TYPES] ? s->list[T_JSON_TYPES][i] : NULL;
     for (int k = 0; t && k < (int)TP_ARRAY_LEN(json_type_names); k++)
         if (strcmp(t, json_type_names[k]) == 0)
-            return k;
-    return JT_STRING;
+            return (enum tp__xf_type)k;
+    return TP_XF_TYPE_STRING;
 }
 
 static void check_entry(struct tp_plugin_build *b, const struct rsp_section *s, int op, int t,
                         size_t i)
 {
     const char *entry = s->list[t][i];
-    const void *at = tp__xf_cfg_item(b->cfg, b->node, op_names[op], target_names[t], i);
+    const void *at = tp__xf_cfg_item(b->cfg, b->node, tp__xf_op_names[op], target_names[t], i);
     struct tp_slice name, value;
     bool colon;
     tp__xf_split_pair(entry, &name, &value, &colon);
-    bool pair = op != OP_REMOVE;
+    bool pair = op != TP_XF_OP_REMOVE;
     const char *bad = NULL;
 
     if (name.len == 0)
         bad = "has an empty name";
     else if (pair && !colon)
         bad = "has no value (write \"name:value\")";
-    else if (op == OP_RENAME && value.len == 0)
+    else if (op == TP_XF_OP_RENAME && value.len == 0)
         bad = "renames to an empty name";
     else if (t == T_JSON) {
-        if (pair && json_type_of(s, i) == JT_NUMBER && value.len &&
+        if (pair && json_type_of(s, i) == TP_XF_TYPE_NUMBER && value.len &&
             !tp__xf_is_json_number(value.ptr, value.len))
             bad = "is typed \"number\" in json_types but its value is not a JSON number";
-    } else if (!tp__xf_is_token(name.ptr, name.len))
-        bad = "is not a valid header name";
-    else if (op == OP_RENAME && !tp__xf_is_token(value.ptr, value.len))
-        bad = "does not rename to a valid header name";
-    else if (pair && op != OP_RENAME && !tp__xf_is_field_value(value.ptr, value.len))
-        bad = "has a control character in its value";
-    else if (tp__xf_is_framing_header(name.ptr, name.len) ||
-             (op == OP_RENAME && tp__xf_is_framing_header(value.ptr, value.len)))
-        bad = "edits a framing header (the gateway owns Content-Length, Transfer-Encoding, "
-              "Connection and hop-by-hop fields)";
+    } else {
+        bad = tp__xf_check_header_entry(op, name, value);
+    }
     if (bad)
         tp_plugin_build_error(b, at, "\"%s\" %s", entry, bad);
 }
@@ -161,7 +142,7 @@ static int rsp_validate(struct tp_plugin_build *b, void *conf)
     struct rsp_conf *c = conf;
     int before = b->num_errors;
 
-    for (int op = 0; op < OP_COUNT; op++) {
+    for (int op = 0; op < TP_XF_OP_COUNT; op++) {
         const struct rsp_section *s = &c->op[op];
         for (size_t i = 0; i < s->num[T_JSON_TYPES]; i++) {
             const char *jt = s->list[T_JSON_TYPES][i];
@@ -169,7 +150,7 @@ static int rsp_validate(struct tp_plugin_build *b, void *conf)
             for (size_t k = 0; jt && k < TP_ARRAY_LEN(json_type_names); k++)
                 known = known || strcmp(jt, json_type_names[k]) == 0;
             if (jt && !known)
-                tp_plugin_build_error(b, tp__xf_cfg_item(b->cfg, b->node, op_names[op],
+                tp_plugin_build_error(b, tp__xf_cfg_item(b->cfg, b->node, tp__xf_op_names[op],
                                                          "json_types", i),
                                       "json_types entry \"%s\" must be one of: boolean, "
                                       "number, string", jt);
@@ -185,19 +166,8 @@ static int rsp_validate(struct tp_plugin_build *b, void *conf)
 /* ------------------------------------------------------------------------------------------ */
 /* Instance                                                                                    */
 
-/* One entry: name and value NUL-terminated; json is the value as JSON text of its type. */
-struct rsp_entry {
-    struct tp_slice name, value, json;
-    char *mem;
-};
-
-struct rsp_list {
-    struct rsp_entry *v;
-    size_t n;
-};
-
 struct rsp_inst {
-    struct rsp_list ops[OP_COUNT][T_JSON + 1];
+    struct tp__xf_entries ops[T_JSON + 1][TP_XF_OP_COUNT]; /* json: values typed by json_types */
     bool has_headers, has_json;
 };
 
@@ -206,54 +176,10 @@ static void rsp_destroy(void *p)
     struct rsp_inst *in = p;
     if (!in)
         return;
-    for (int op = 0; op < OP_COUNT; op++)
-        for (int t = T_HEADERS; t <= T_JSON; t++) {
-            for (size_t i = 0; i < in->ops[op][t].n; i++)
-                free(in->ops[op][t].v[i].mem);
-            free(in->ops[op][t].v);
-        }
+    for (int t = T_HEADERS; t <= T_JSON; t++)
+        for (int op = 0; op < TP_XF_OP_COUNT; op++)
+            tp__xf_entries_free(&in->ops[t][op]);
     free(in);
-}
-
-/* The JSON text of a value: a string, Kong's toboolean ("true" or false), or the number. */
-static int json_text(struct tp_strbuf *b, struct tp_slice v, int type)
-{
-    if (type == JT_BOOLEAN)
-        return tp_strbuf_puts(b, v.len == 4 && memcmp(v.ptr, "true", 4) == 0 ? "true" : "false");
-    if (type == JT_NUMBER)
-        return tp_strbuf_append(b, v.ptr, v.len);
-    return tp__xf_json_string(b, v.ptr, v.len);
-}
-
-static int make_entry(const char *entry, int type, struct rsp_entry *e)
-{
-    struct tp_slice name, value;
-    bool colon;
-    tp__xf_split_pair(entry, &name, &value, &colon);
-    struct tp_strbuf js = {.max = value.len * 6 + 16};
-    if (json_text(&js, value, type) != 0) {
-        tp_strbuf_free(&js);
-        return TP_ENOMEM;
-    }
-    e->mem = malloc(name.len + value.len + js.len + 3);
-    if (!e->mem) {
-        tp_strbuf_free(&js);
-        return TP_ENOMEM;
-    }
-    char *p = e->mem;
-    memcpy(p, name.ptr, name.len);
-    p[name.len] = '\0';
-    e->name = (struct tp_slice){p, name.len};
-    p += name.len + 1;
-    memcpy(p, value.ptr, value.len);
-    p[value.len] = '\0';
-    e->value = (struct tp_slice){p, value.len};
-    p += value.len + 1;
-    memcpy(p, js.ptr, js.len);
-    p[js.len] = '\0';
-    e->json = (struct tp_slice){p, js.len};
-    tp_strbuf_free(&js);
-    return 0;
 }
 
 static int rsp_compile(struct tp_plugin_build *b, const void *conf, void **inst)
@@ -262,10 +188,10 @@ static int rsp_compile(struct tp_plugin_build *b, const void *conf, void **inst)
     struct rsp_inst *in = calloc(1, sizeof(*in));
     if (!in)
         return tp_plugin_build_error(b, NULL, "out of memory");
-    for (int op = 0; op < OP_COUNT; op++) {
+    for (int op = 0; op < TP_XF_OP_COUNT; op++) {
         const struct rsp_section *s = &c->op[op];
         for (int t = T_HEADERS; t <= T_JSON; t++) {
-            struct rsp_list *l = &in->ops[op][t];
+            struct tp__xf_entries *l = &in->ops[t][op];
             if (!s->num[t])
                 continue;
             if (!(l->v = calloc(s->num[t], sizeof(*l->v))))
@@ -275,10 +201,10 @@ static int rsp_compile(struct tp_plugin_build *b, const void *conf, void **inst)
                 bool colon;
                 tp__xf_split_pair(s->list[t][i], &name, &value, &colon);
                 /* Kong skips value operations whose value is empty */
-                if (op != OP_REMOVE && value.len == 0)
+                if (op != TP_XF_OP_REMOVE && value.len == 0)
                     continue;
-                int type = t == T_JSON ? json_type_of(s, i) : JT_STRING;
-                if (make_entry(s->list[t][i], type, &l->v[l->n]) != 0)
+                enum tp__xf_type type = t == T_JSON ? json_type_of(s, i) : TP_XF_TYPE_STRING;
+                if (tp__xf_entry_make(s->list[t][i], type, &l->v[l->n]) != 0)
                     goto out_oom;
                 l->n++;
             }
@@ -299,49 +225,6 @@ out_oom:
 /* ------------------------------------------------------------------------------------------ */
 /* Hooks                                                                                       */
 
-static bool resp_has(struct tp_plugin_ctx *ctx, const char *name)
-{
-    struct tp_slice v;
-    return tp_plugin_resp_header(ctx, name, 0, &v);
-}
-
-static int rename_header(struct tp_plugin_ctx *ctx, const struct rsp_entry *e)
-{
-    struct tp_slice v;
-    int rc = 0;
-    if (!resp_has(ctx, e->name.ptr) || tp_slice_eq_nocase(e->name, e->value.ptr, e->value.len))
-        return 0;
-    rc |= tp_plugin_resp_remove_header(ctx, e->value.ptr);
-    for (size_t i = 0; rc == 0 && tp_plugin_resp_header(ctx, e->name.ptr, i, &v); i++)
-        rc |= tp_plugin_resp_add_header(ctx, e->value.ptr, v);
-    return rc ? rc : tp_plugin_resp_remove_header(ctx, e->name.ptr);
-}
-
-static int transform_headers(struct tp_plugin_ctx *ctx, const struct rsp_inst *in)
-{
-    int rc = 0;
-    const struct rsp_list *l;
-
-    l = &in->ops[OP_REMOVE][T_HEADERS];
-    for (size_t i = 0; rc == 0 && i < l->n; i++)
-        rc = tp_plugin_resp_remove_header(ctx, l->v[i].name.ptr);
-    l = &in->ops[OP_RENAME][T_HEADERS];
-    for (size_t i = 0; rc == 0 && i < l->n; i++)
-        rc = rename_header(ctx, &l->v[i]);
-    l = &in->ops[OP_REPLACE][T_HEADERS];
-    for (size_t i = 0; rc == 0 && i < l->n; i++)
-        if (resp_has(ctx, l->v[i].name.ptr))
-            rc = tp_plugin_resp_set_header(ctx, l->v[i].name.ptr, l->v[i].value);
-    l = &in->ops[OP_ADD][T_HEADERS];
-    for (size_t i = 0; rc == 0 && i < l->n; i++)
-        if (!resp_has(ctx, l->v[i].name.ptr))
-            rc = tp_plugin_resp_set_header(ctx, l->v[i].name.ptr, l->v[i].value);
-    l = &in->ops[OP_APPEND][T_HEADERS];
-    for (size_t i = 0; rc == 0 && i < l->n; i++)
-        rc = tp_plugin_resp_add_header(ctx, l->v[i].name.ptr, l->v[i].value);
-    return rc;
-}
-
 /* Marker in tp_plugin_data: the response body was asked for. */
 static char want_marker;
 
@@ -358,7 +241,8 @@ static enum tp_plugin_status rsp_response_headers(struct tp_plugin_ctx *ctx, con
     const struct rsp_inst *in = inst;
     struct tp_slice ct;
 
-    if (in->has_headers && transform_headers(ctx, in) != 0)
+    if (in->has_headers &&
+        tp__xf_headers_apply(ctx, &tp__xf_response_headers, in->ops[T_HEADERS]) != 0)
         return TP_PLUGIN_ERROR;
     if (!in->has_json || tp_plugin_resp_is_local(ctx) || !has_body(ctx) ||
         !tp_plugin_resp_header(ctx, "Content-Type", 0, &ct) ||
@@ -369,32 +253,10 @@ static enum tp_plugin_status rsp_response_headers(struct tp_plugin_ctx *ctx, con
     return TP_PLUGIN_CONTINUE;
 }
 
-static int transform_json(const struct rsp_inst *in, struct tp__xf_json *j, bool *changed)
-{
-    int rc = 0;
-    const struct rsp_list *l;
-
-    l = &in->ops[OP_REMOVE][T_JSON];
-    for (size_t i = 0; rc == 0 && i < l->n; i++)
-        rc = tp__xf_json_remove(j, l->v[i].name, changed);
-    l = &in->ops[OP_RENAME][T_JSON];
-    for (size_t i = 0; rc == 0 && i < l->n; i++)
-        rc = tp__xf_json_rename(j, l->v[i].name, l->v[i].value, changed);
-    l = &in->ops[OP_REPLACE][T_JSON];
-    for (size_t i = 0; rc == 0 && i < l->n; i++)
-        rc = tp__xf_json_replace(j, l->v[i].name, l->v[i].json, changed);
-    l = &in->ops[OP_ADD][T_JSON];
-    for (size_t i = 0; rc == 0 && i < l->n; i++)
-        rc = tp__xf_json_add(j, l->v[i].name, l->v[i].json, changed);
-    l = &in->ops[OP_APPEND][T_JSON];
-    for (size_t i = 0; rc == 0 && i < l->n; i++)
-        rc = tp__xf_json_append(j, l->v[i].name, l->v[i].json, changed);
-    return rc;
-}
-
 static enum tp_plugin_status rsp_response_body(struct tp_plugin_ctx *ctx, const void *inst,
                                                struct tp_plugin_body *body)
 {
+    const struct rsp_inst *in = inst;
     struct tp__xf_json j = {0};
     struct tp_strbuf out = {.max = body->len + (TP_PLUGIN_BODY_MAX / 8)};
     bool changed = false;
@@ -403,7 +265,7 @@ static enum tp_plugin_status rsp_response_body(struct tp_plugin_ctx *ctx, const 
         return TP_PLUGIN_CONTINUE;
     int rc = tp__xf_json_parse(&j, body->ptr ? body->ptr : "", body->len);
     if (rc == 0)
-        rc = transform_json(inst, &j, &changed);
+        rc = tp__xf_json_apply(&j, in->ops[T_JSON], true, &changed);
     if (rc == 0 && changed)
         rc = tp__xf_json_encode(&j, &out);
     tp__xf_json_free(&j);
@@ -415,10 +277,7 @@ static enum tp_plugin_status rsp_response_body(struct tp_plugin_ctx *ctx, const 
         tp_strbuf_free(&out);
         return TP_PLUGIN_ERROR;
     }
-    free(body->ptr);
-    body->ptr = out.ptr;
-    body->len = out.len;
-    body->cap = out.cap;
+    tp__xf_body_take(body, &out);
     return TP_PLUGIN_CONTINUE;
 }
 

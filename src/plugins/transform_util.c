@@ -1,6 +1,6 @@
 /*
- * Helpers shared by the shaping plugins: nullable config values, field checks, form-encoded
- * parameter lists and top-level JSON members (transform_util.h).
+ * Helpers shared by the shaping plugins: config positions, field checks, the transformers'
+ * operations, form-encoded parameter lists and top-level JSON members (transform_util.h).
  */
 #include "plugins/transform_util.h"
 
@@ -11,41 +11,11 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Config                                                                                      */
 
-int tp__xf_cfg_opt_string(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
-                          char **out)
-{
-    if (tp__cfg_is_null(value)) {
-        free(*out);
-        *out = NULL;
-        return 0;
-    }
-    if (tp__cfg_string(ctx, key, value, out) != 0)
-        return -1;
-    if ((*out)[0] == '\0') {
-        tp__cfg_error(ctx, value, "\"%s\" must not be empty", key);
-        return -1;
-    }
-    return 0;
-}
-
 void tp__xf_list_free(char **list, size_t num)
 {
     for (size_t i = 0; list && i < num; i++)
         free(list[i]);
     free(list);
-}
-
-int tp__xf_cfg_opt_list(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
-                        char ***list, size_t *num)
-{
-    tp__xf_list_free(*list, *num);
-    *list = NULL;
-    *num = 0;
-    if (tp__cfg_is_null(value))
-        return 0;
-    int before = ctx->num_errors;
-    *list = tp__cfg_string_list(ctx, key, value, NULL, num);
-    return ctx->num_errors == before ? 0 : -1;
 }
 
 const void *tp__xf_cfg_item(struct tp__cfg_ctx *ctx, const void *config, const char *section,
@@ -127,6 +97,153 @@ void tp__xf_split_pair(const char *entry, struct tp_slice *name, struct tp_slice
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* The transformers' operations                                                               */
+
+const char *const tp__xf_op_names[TP_XF_OP_COUNT] = {"remove", "rename", "replace", "add",
+                                                     "append"};
+
+int tp__xf_op_find(const char *key)
+{
+    for (int op = 0; op < TP_XF_OP_COUNT; op++)
+        if (strcmp(key, tp__xf_op_names[op]) == 0)
+            return op;
+    return -1;
+}
+
+const char *tp__xf_check_header_entry(enum tp__xf_op op, struct tp_slice name,
+                                      struct tp_slice value)
+{
+    bool pair = op != TP_XF_OP_REMOVE;
+
+    if (!tp__xf_is_token(name.ptr, name.len))
+        return "is not a valid header name";
+    if (op == TP_XF_OP_RENAME && !tp__xf_is_token(value.ptr, value.len))
+        return "does not rename to a valid header name";
+    if (pair && op != TP_XF_OP_RENAME && !tp__xf_is_field_value(value.ptr, value.len))
+        return "has a control character in its value";
+    if (tp__xf_is_framing_header(name.ptr, name.len) ||
+        (op == TP_XF_OP_RENAME && tp__xf_is_framing_header(value.ptr, value.len)))
+        return "edits a framing header (the gateway owns Content-Length, Transfer-Encoding, "
+               "Connection and hop-by-hop fields)";
+    return NULL;
+}
+
+/* The JSON text of a value: a string, Kong's toboolean ("true" or false), or the number. */
+static int json_text(struct tp_strbuf *b, struct tp_slice v, enum tp__xf_type type)
+{
+    if (type == TP_XF_TYPE_BOOLEAN)
+        return tp_strbuf_puts(b, v.len == 4 && memcmp(v.ptr, "true", 4) == 0 ? "true" : "false");
+    if (type == TP_XF_TYPE_NUMBER)
+        return tp_strbuf_append(b, v.ptr, v.len);
+    return tp__xf_json_string(b, v.ptr, v.len);
+}
+
+/* Split entry into e: "name\0value\0json\0" in one block. */
+int tp__xf_entry_make(const char *entry, enum tp__xf_type type, struct tp__xf_entry *e)
+{
+    struct tp_slice name, value;
+    bool colon;
+    tp__xf_split_pair(entry, &name, &value, &colon);
+    struct tp_strbuf js = {.max = value.len * 6 + 16};
+    if (json_text(&js, value, type) != 0) {
+        tp_strbuf_free(&js);
+        return TP_ENOMEM;
+    }
+    e->mem = malloc(name.len + value.len + js.len + 3);
+    if (!e->mem) {
+        tp_strbuf_free(&js);
+        return TP_ENOMEM;
+    }
+    char *p = e->mem;
+    memcpy(p, name.ptr, name.len);
+    p[name.len] = '\0';
+    e->name = (struct tp_slice){p, name.len};
+    p += name.len + 1;
+    memcpy(p, value.ptr, value.len);
+    p[value.len] = '\0';
+    e->value = (struct tp_slice){p, value.len};
+    p += value.len + 1;
+    memcpy(p, js.ptr, js.len);
+    p[js.len] = '\0';
+    e->json = (struct tp_slice){p, js.len};
+    tp_strbuf_free(&js);
+    return 0;
+}
+
+void tp__xf_entries_free(struct tp__xf_entries *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i].mem);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+const struct tp__xf_header_api tp__xf_request_headers = {
+    .get = tp_plugin_header,
+    .set = tp_plugin_set_header,
+    .add = tp_plugin_add_header,
+    .remove = tp_plugin_remove_header,
+    .replace_host = true,
+};
+
+const struct tp__xf_header_api tp__xf_response_headers = {
+    .get = tp_plugin_resp_header,
+    .set = tp_plugin_resp_set_header,
+    .add = tp_plugin_resp_add_header,
+    .remove = tp_plugin_resp_remove_header,
+};
+
+static bool header_present(struct tp_plugin_ctx *ctx, const struct tp__xf_header_api *api,
+                           const char *name)
+{
+    struct tp_slice v;
+    return api->get(ctx, name, 0, &v);
+}
+
+/* rename: the new name takes every value of the old one (edits keep their own copies). */
+static int rename_header(struct tp_plugin_ctx *ctx, const struct tp__xf_header_api *api,
+                         const struct tp__xf_entry *e)
+{
+    struct tp_slice v;
+    int rc = 0;
+    if (!header_present(ctx, api, e->name.ptr) ||
+        tp_slice_eq_nocase(e->name, e->value.ptr, e->value.len))
+        return 0;
+    rc |= api->remove(ctx, e->value.ptr);
+    for (size_t i = 0; rc == 0 && api->get(ctx, e->name.ptr, i, &v); i++)
+        rc |= api->add(ctx, e->value.ptr, v);
+    return rc ? rc : api->remove(ctx, e->name.ptr);
+}
+
+int tp__xf_headers_apply(struct tp_plugin_ctx *ctx, const struct tp__xf_header_api *api,
+                         const struct tp__xf_entries ops[TP_XF_OP_COUNT])
+{
+    int rc = 0;
+    const struct tp__xf_entries *l;
+
+    l = &ops[TP_XF_OP_REMOVE];
+    for (size_t i = 0; rc == 0 && i < l->n; i++)
+        rc = api->remove(ctx, l->v[i].name.ptr);
+    l = &ops[TP_XF_OP_RENAME];
+    for (size_t i = 0; rc == 0 && i < l->n; i++)
+        rc = rename_header(ctx, api, &l->v[i]);
+    l = &ops[TP_XF_OP_REPLACE];
+    for (size_t i = 0; rc == 0 && i < l->n; i++)
+        if (header_present(ctx, api, l->v[i].name.ptr) ||
+            (api->replace_host && TP_SLICE_IEQ(l->v[i].name, "host")))
+            rc = api->set(ctx, l->v[i].name.ptr, l->v[i].value);
+    l = &ops[TP_XF_OP_ADD];
+    for (size_t i = 0; rc == 0 && i < l->n; i++)
+        if (!header_present(ctx, api, l->v[i].name.ptr))
+            rc = api->set(ctx, l->v[i].name.ptr, l->v[i].value);
+    l = &ops[TP_XF_OP_APPEND];
+    for (size_t i = 0; rc == 0 && i < l->n; i++)
+        rc = api->add(ctx, l->v[i].name.ptr, l->v[i].value);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Form-encoded parameters                                                                     */
 
 static int hexval(char c)
@@ -165,23 +282,35 @@ int tp__xf_url_decode(const char *s, size_t len, bool plus_space, struct tp_strb
     return tp_strbuf_append(out, s + run, len - run);
 }
 
-/* Does the raw (encoded) name equal the plain name? Decodes on the fly, no allocation. */
-static bool raw_name_eq(struct tp_slice raw, struct tp_slice plain)
+/* The byte that starts at s[*i] once decoded ('+' is a space, %XX a byte; a '%' that is not
+ * followed by two hex digits stands for itself); advances *i past it. */
+static char form_byte(const char *s, size_t len, size_t *i)
 {
-    size_t j = 0;
-    for (size_t i = 0; i < raw.len; i++, j++) {
-        char c = raw.ptr[i];
-        if (c == '%' && i + 2 < raw.len && hexval(raw.ptr[i + 1]) >= 0 &&
-            hexval(raw.ptr[i + 2]) >= 0) {
-            c = (char)(hexval(raw.ptr[i + 1]) * 16 + hexval(raw.ptr[i + 2]));
-            i += 2;
-        } else if (c == '+') {
-            c = ' ';
-        }
-        if (j >= plain.len || plain.ptr[j] != c)
-            return false;
+    char c = s[*i];
+    if (c == '%' && *i + 2 < len && hexval(s[*i + 1]) >= 0 && hexval(s[*i + 2]) >= 0) {
+        c = (char)(hexval(s[*i + 1]) * 16 + hexval(s[*i + 2]));
+        *i += 3;
+        return c;
     }
-    return j == plain.len;
+    (*i)++;
+    return c == '+' ? ' ' : c;
+}
+
+bool tp__xf_form_eq(struct tp_slice raw, struct tp_slice plain)
+{
+    size_t i = 0, j = 0;
+    while (i < raw.len && j < plain.len)
+        if (form_byte(raw.ptr, raw.len, &i) != plain.ptr[j++])
+            return false;
+    return i == raw.len && j == plain.len;
+}
+
+size_t tp__xf_form_decode(const char *raw, size_t len, char *out)
+{
+    size_t i = 0, n = 0;
+    while (i < len)
+        out[n++] = form_byte(raw, len, &i);
+    return n;
 }
 
 bool tp__xf_param_named(const struct tp__xf_param *p, struct tp_slice name)
@@ -190,7 +319,7 @@ bool tp__xf_param_named(const struct tp__xf_param *p, struct tp_slice name)
         return false;
     if (!p->name_raw)
         return p->name.len == name.len && memcmp(p->name.ptr, name.ptr, name.len) == 0;
-    return raw_name_eq(p->name, name);
+    return tp__xf_form_eq(p->name, name);
 }
 
 static struct tp__xf_param *params_push(struct tp__xf_params *p)
@@ -366,6 +495,30 @@ void tp__xf_params_free(struct tp__xf_params *p)
 {
     free(p->v);
     memset(p, 0, sizeof(*p));
+}
+
+int tp__xf_params_apply(struct tp__xf_params *p, const struct tp__xf_entries ops[TP_XF_OP_COUNT],
+                        bool with_old, bool *changed)
+{
+    int rc = 0;
+    const struct tp__xf_entries *l;
+
+    l = &ops[TP_XF_OP_REMOVE];
+    for (size_t i = 0; with_old && rc == 0 && i < l->n; i++)
+        rc = tp__xf_params_remove(p, l->v[i].name, changed);
+    l = &ops[TP_XF_OP_RENAME];
+    for (size_t i = 0; with_old && rc == 0 && i < l->n; i++)
+        rc = tp__xf_params_rename(p, l->v[i].name, l->v[i].value, changed);
+    l = &ops[TP_XF_OP_REPLACE];
+    for (size_t i = 0; with_old && rc == 0 && i < l->n; i++)
+        rc = tp__xf_params_replace(p, l->v[i].name, l->v[i].value, changed);
+    l = &ops[TP_XF_OP_ADD];
+    for (size_t i = 0; rc == 0 && i < l->n; i++)
+        rc = tp__xf_params_add(p, l->v[i].name, l->v[i].value, changed);
+    l = &ops[TP_XF_OP_APPEND];
+    for (size_t i = 0; rc == 0 && i < l->n; i++)
+        rc = tp__xf_params_append(p, l->v[i].name, l->v[i].value, changed);
+    return rc;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -658,6 +811,30 @@ int tp__xf_json_encode(const struct tp__xf_json *j, struct tp_strbuf *out)
     return rc ? rc : tp_strbuf_append(out, "}", 1);
 }
 
+int tp__xf_json_apply(struct tp__xf_json *j, const struct tp__xf_entries ops[TP_XF_OP_COUNT],
+                      bool with_old, bool *changed)
+{
+    int rc = 0;
+    const struct tp__xf_entries *l;
+
+    l = &ops[TP_XF_OP_REMOVE];
+    for (size_t i = 0; with_old && rc == 0 && i < l->n; i++)
+        rc = tp__xf_json_remove(j, l->v[i].name, changed);
+    l = &ops[TP_XF_OP_RENAME];
+    for (size_t i = 0; with_old && rc == 0 && i < l->n; i++)
+        rc = tp__xf_json_rename(j, l->v[i].name, l->v[i].value, changed);
+    l = &ops[TP_XF_OP_REPLACE];
+    for (size_t i = 0; with_old && rc == 0 && i < l->n; i++)
+        rc = tp__xf_json_replace(j, l->v[i].name, l->v[i].json, changed);
+    l = &ops[TP_XF_OP_ADD];
+    for (size_t i = 0; rc == 0 && i < l->n; i++)
+        rc = tp__xf_json_add(j, l->v[i].name, l->v[i].json, changed);
+    l = &ops[TP_XF_OP_APPEND];
+    for (size_t i = 0; rc == 0 && i < l->n; i++)
+        rc = tp__xf_json_append(j, l->v[i].name, l->v[i].json, changed);
+    return rc;
+}
+
 void tp__xf_json_free(struct tp__xf_json *j)
 {
     for (size_t i = 0; i < j->n; i++) {
@@ -734,4 +911,14 @@ enum tp__xf_media tp__xf_media_type(struct tp_slice ct)
         tp_slice_eq_nocase((struct tp_slice){mt.ptr + mt.len - 5, 5}, "+json", 5))
         return TP_XF_MEDIA_JSON;
     return TP_XF_MEDIA_OTHER;
+}
+
+void tp__xf_body_take(struct tp_plugin_body *body, struct tp_strbuf *out)
+{
+    free(body->ptr);
+    body->ptr = out->ptr;
+    body->len = out->len;
+    body->cap = out->cap;
+    out->ptr = NULL;
+    out->len = out->cap = 0;
 }

@@ -592,7 +592,33 @@ class Backend:
             sock.sendall(ws_frame(opcode, payload, fin=fin))
 
 
-class FixedBackend:
+class _LocalServer:
+    """Base of the small canned servers below: a threaded TCP server on a free loopback port
+    that runs `handler` (a socketserver.BaseRequestHandler class) for each connection."""
+
+    def _serve(self, handler):
+        class S(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        self.server = S(("127.0.0.1", 0), handler)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    @property
+    def port(self):
+        return self.server.server_address[1]
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FixedBackend(_LocalServer):
     """A backend that answers every request with `status` after `delay` seconds, or never
     (hang=True), and counts the requests it received. status and delay may be changed while it
     runs (a target that recovers)."""
@@ -622,24 +648,10 @@ class FixedBackend:
                     sock.sendall(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s"
                                  % (outer.status, len(body), body))
 
-        class S(socketserver.ThreadingTCPServer):
-            allow_reuse_address = True
-            daemon_threads = True
-
-        self.server = S(("127.0.0.1", 0), H)
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-    @property
-    def port(self):
-        return self.server.server_address[1]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(H)
 
 
-class RawHeadServer:
+class RawHeadServer(_LocalServer):
     """A server of canned bytes: for each connection it reads the request head and sends back
     whatever respond(head) returns (head: the bytes up to the blank line), then closes."""
 
@@ -654,18 +666,4 @@ class RawHeadServer:
                     buf += d
                 self.request.sendall(respond(buf))
 
-        class S(socketserver.ThreadingTCPServer):
-            allow_reuse_address = True
-            daemon_threads = True
-
-        self.server = S(("127.0.0.1", 0), H)
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-    @property
-    def url(self):
-        return "http://127.0.0.1:%d" % self.server.server_address[1]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(H)

@@ -10,6 +10,7 @@ stderr or error log.
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -302,3 +303,73 @@ def mstack(tmp_path_factory):
 
 def check_alive(gw):
     assert gw.alive(), "turnpike died (status %s):\n%s" % (gw.proc.returncode, gw.logs())
+
+
+# ---- config checks (`turnpike -t`) and what the echo backend received ----
+
+CHECK_FILE = "check.yaml"
+
+
+def check_config(tmp_path, text, env=None):
+    """Write `text` to tmp_path/check.yaml and run `turnpike -t -c` on it (nothing starts).
+    env: variables added to the environment. Returns (returncode, stderr as text)."""
+    path = os.path.join(str(tmp_path), CHECK_FILE)
+    with open(path, "w") as f:
+        f.write(text)
+    res = subprocess.run([turnpike_bin(), "-t", "-c", path], capture_output=True, timeout=20,
+                         encoding="utf-8", errors="replace",
+                         env=dict(os.environ, **env) if env else None)
+    return res.returncode, res.stderr
+
+
+# One route "r" with one plugin: the lines of `config_yaml` (indented by 14) start on line 11.
+PLUGIN_CHECK_YAML = """listen: ["127.0.0.1:1"]
+services:
+  - name: s
+    url: http://127.0.0.1:9
+    routes:
+      - name: r
+        paths: [/]
+        plugins:
+          - name: %s
+            config:
+%s
+"""
+
+
+def check_plugin_config(tmp_path, plugin, config_yaml, env=None):
+    """check_config on a route with `plugin` configured by config_yaml (YAML lines indented by
+    14 spaces, the first on line 11)."""
+    return check_config(tmp_path, PLUGIN_CHECK_YAML % (plugin, config_yaml), env)
+
+
+def config_errors(stderr):
+    """The errors check_config's stderr reports for its file, in order, as "LINE:COLUMN: message"
+    (the "FILE:" prefix removed)."""
+    pat = re.compile(r"[^:]*" + re.escape(os.sep + CHECK_FILE) + r":(\d+:\d+: .*)$")
+    return [m.group(1) for m in map(pat.match, stderr.splitlines()) if m]
+
+
+def echoed(resp):
+    """The request as the echo backend received it (its decoded JSON answer); asserts a 200."""
+    assert resp.status == 200, resp
+    return json.loads(resp.body)
+
+
+def upstream_headers(echo, name):
+    """The values of request header `name` (any case) as the echo backend received them; echo
+    is its decoded JSON answer."""
+    return [v for n, v in echo["headers"] if n.lower() == name.lower()]
+
+
+def assert_consumer(echo, username, custom_id=None, credential=None):
+    """The echo backend's request carries the X-Consumer-* headers of an authenticated (not
+    anonymous) consumer `username`; custom_id and credential are checked when given."""
+    assert upstream_headers(echo, "x-consumer-username") == [username], echo["headers"]
+    ids = upstream_headers(echo, "x-consumer-id")
+    assert len(ids) == 1 and ids[0], echo["headers"]
+    if custom_id:
+        assert upstream_headers(echo, "x-consumer-custom-id") == [custom_id], echo["headers"]
+    if credential:
+        assert upstream_headers(echo, "x-credential-identifier") == [credential], echo["headers"]
+    assert upstream_headers(echo, "x-anonymous-consumer") == [], echo["headers"]

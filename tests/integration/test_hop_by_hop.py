@@ -9,6 +9,7 @@ import re
 import pytest
 
 from conftest import check_alive, route, service
+from conftest import upstream_headers as hv
 from rawhttp import Client, request
 
 RID_RE = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
@@ -33,10 +34,6 @@ def up(gw, headers=(), source=None, method="GET", body=b""):
     r = request(gw.port, method, "/public/x", list(headers), body=body, source=source)
     assert r.status == 200, r
     return r, r.json()
-
-
-def hv(doc, name):
-    return [v for n, v in doc["headers"] if n.lower() == name.lower()]
 
 
 def test_forwarding_headers_added(gw):

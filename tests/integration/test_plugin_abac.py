@@ -5,14 +5,12 @@ errors reported as FILE:LINE:COLUMN of the offending token inside the YAML scala
 
 import datetime
 import json
-import re
-import subprocess
 import time
 
 import jwt as pyjwt
 import pytest
 
-from conftest import check_alive, route, service, turnpike_bin
+from conftest import check_alive, check_plugin_config, config_errors, route, service
 from rawhttp import assert_json_error, request
 
 ALICE_ID = "6a3e0c1e-0000-4000-8000-00000000a11c"
@@ -223,26 +221,9 @@ def test_security_log_and_status(stack):
 
 # ---- config errors: FILE:LINE:COLUMN of the offending token ----------------------------------
 
-HEAD = """listen: ["127.0.0.1:18080"]
-services:
-  - name: s
-    url: http://127.0.0.1:9001
-    routes:
-      - name: r
-        paths: [/a]
-        plugins:
-          - name: abac
-            config:
-"""
-
-
 def errors(tmp_path, body):
-    p = tmp_path / "abac.yaml"
-    p.write_text(HEAD + body)
-    res = subprocess.run([turnpike_bin(), "-t", "-c", str(p)], capture_output=True, timeout=20)
-    lines = [l[len(str(p)) + 1:] for l in res.stderr.decode("utf-8", "replace").splitlines()
-             if re.match(re.escape(str(p)) + r":\d+:\d+: ", l)]
-    return res.returncode, lines
+    rc, err = check_plugin_config(tmp_path, "abac", body)
+    return rc, config_errors(err)
 
 
 # (config body starting on line 11, expected "LINE:COLUMN", a piece of the message)

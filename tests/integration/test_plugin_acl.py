@@ -3,11 +3,9 @@ consumer, X-Consumer-Groups and hide_groups_header, the anonymous consumer, the 
 `permissions` extension (method + route name per group), the security log, Kong files with
 nulls, and config errors with FILE:LINE:COLUMN."""
 
-import json
-import re
-import subprocess
 
-from conftest import check_alive, route, service, to_yaml, turnpike_bin
+from conftest import (check_alive, check_plugin_config, config_errors, echoed, route, service,
+                      to_yaml, upstream_headers)
 from rawhttp import assert_json_error, request
 
 KEYS = {"alice": "acl-alice-key-1", "bob": "acl-bob-key-2", "carol": "acl-carol-key-3",
@@ -49,15 +47,6 @@ def get(gw, who=None, target="/a/x", method="GET", headers=None):
     return request(gw.port, method, target, headers=h)
 
 
-def upstream(resp):
-    assert resp.status == 200, resp
-    return json.loads(resp.body)
-
-
-def up_headers(doc, name):
-    return [v for n, v in doc["headers"] if n.lower() == name.lower()]
-
-
 def assert_denied(resp):
     assert assert_json_error(resp, 403)["message"] == DENIED
 
@@ -66,8 +55,8 @@ def assert_denied(resp):
 
 def test_allow_list(stack):
     gw = start(stack, {"allow": ["admin"]})
-    doc = upstream(get(gw, "alice"))
-    assert up_headers(doc, "x-consumer-groups") == ["admin, users"], doc["headers"]
+    doc = echoed(get(gw, "alice"))
+    assert upstream_headers(doc, "x-consumer-groups") == ["admin, users"], doc["headers"]
     assert_denied(get(gw, "bob"))
     assert_denied(get(gw, "carol"))   # no groups at all
     assert_denied(get(gw, "dave"))
@@ -101,18 +90,18 @@ def test_no_consumer_is_401(stack):
 def test_groups_header_hidden_and_never_forged(stack):
     forged = [("X-Consumer-Groups", "admin")]
     gw = start(stack, {"allow": ["users"]})
-    doc = upstream(get(gw, "bob", headers=forged))
-    assert up_headers(doc, "x-consumer-groups") == ["users"], doc["headers"]
+    doc = echoed(get(gw, "bob", headers=forged))
+    assert upstream_headers(doc, "x-consumer-groups") == ["users"], doc["headers"]
     gw2 = start(stack, {"allow": ["users"], "hide_groups_header": True})
-    doc = upstream(get(gw2, "bob", headers=forged))
-    assert up_headers(doc, "x-consumer-groups") == [], doc["headers"]
-    assert up_headers(doc, "x-consumer-username") == ["bob"], doc["headers"]
+    doc = echoed(get(gw2, "bob", headers=forged))
+    assert upstream_headers(doc, "x-consumer-groups") == [], doc["headers"]
+    assert upstream_headers(doc, "x-consumer-username") == ["bob"], doc["headers"]
 
 
 def test_anonymous_consumer_groups_count(stack):
     gw = start(stack, {"allow": ["guest", "users"]}, key_auth={"anonymous": "anon"})
-    doc = upstream(get(gw))
-    assert up_headers(doc, "x-anonymous-consumer") == ["true"], doc["headers"]
+    doc = echoed(get(gw))
+    assert upstream_headers(doc, "x-anonymous-consumer") == ["true"], doc["headers"]
     assert get(gw, "bob").status == 200
     gw2 = start(stack, {"allow": ["users"]}, key_auth={"anonymous": "anon"})
     assert_denied(get(gw2))
@@ -182,27 +171,9 @@ def test_security_log(stack):
 
 # ---- config errors -------------------------------------------------------------------------
 
-CONF = """listen: ["127.0.0.1:18080"]
-services:
-  - name: s
-    url: http://127.0.0.1:9001
-    routes:
-      - name: r
-        paths: [/a]
-        plugins:
-          - name: acl
-            config:
-%s
-"""
-
-
 def check(tmp_path, body):
-    p = tmp_path / "acl.yaml"
-    p.write_text(CONF % body)
-    res = subprocess.run([turnpike_bin(), "-t", "-c", str(p)], capture_output=True, timeout=20)
-    lines = [l for l in res.stderr.decode().splitlines()
-             if re.match(re.escape(str(p)) + r":\d+:\d+: ", l)]
-    return res.returncode, [l[len(str(p)) + 1:] for l in lines]
+    rc, err = check_plugin_config(tmp_path, "acl", body)
+    return rc, config_errors(err)
 
 
 def test_config_errors(tmp_path):

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from conftest import check_alive, route, service, turnpike_bin
+from conftest import (assert_consumer, check_alive, check_config, echoed, route, service,
+                      upstream_headers)
 from rawhttp import Client, assert_json_error, request
 
 ALICE_PW = "alice-Pw-9fK2-secret"
@@ -85,41 +86,21 @@ def auth(user, password):
     return [("Authorization", basic(user, password))]
 
 
-def upstream(resp):
-    assert resp.status == 200, resp
-    return json.loads(resp.body)
-
-
-def up_headers(doc, name):
-    return [v for n, v in doc["headers"] if n.lower() == name.lower()]
-
-
 def assert_denied(resp, message="Invalid authentication credentials", challenge=CHALLENGE):
     doc = assert_json_error(resp, 401)
     assert doc["message"] == message, doc
     assert resp.header_all("www-authenticate") == [challenge], resp
 
 
-def assert_consumer(doc, username, custom_id=None, credential=None):
-    assert up_headers(doc, "x-consumer-username") == [username], doc["headers"]
-    ids = up_headers(doc, "x-consumer-id")
-    assert len(ids) == 1 and ids[0], doc["headers"]
-    if custom_id:
-        assert up_headers(doc, "x-consumer-custom-id") == [custom_id], doc["headers"]
-    if credential:
-        assert up_headers(doc, "x-credential-identifier") == [credential], doc["headers"]
-    assert up_headers(doc, "x-anonymous-consumer") == [], doc["headers"]
-
-
 # ---- success and failure -------------------------------------------------------------------
 
 def test_plain_text_password_hashed_at_load(stack):
     gw = start(stack)
-    doc = upstream(get(gw, headers=auth("alice", ALICE_PW)))
+    doc = echoed(get(gw, headers=auth("alice", ALICE_PW)))
     assert_consumer(doc, "alice", "c-alice", "cred-alice")
     # without hide_credentials the header goes upstream unchanged
-    assert up_headers(doc, "authorization") == [basic("alice", ALICE_PW)]
-    assert_consumer(upstream(get(gw, headers=auth("bob", BOB_PW))), "bob")
+    assert upstream_headers(doc, "authorization") == [basic("alice", ALICE_PW)]
+    assert_consumer(echoed(get(gw, headers=auth("bob", BOB_PW))), "bob")
     assert get(gw, "/open/x").status == 200
     check_alive(gw)
 
@@ -160,7 +141,7 @@ def test_scheme_is_case_insensitive_and_padding_optional(stack):
     gw = start(stack)
     token = base64.b64encode(("alice:" + ALICE_PW).encode()).decode()
     for value in ("basic " + token, "BASIC   " + token, "Basic " + token.rstrip("=")):
-        assert_consumer(upstream(get(gw, headers=[("Authorization", value)])), "alice")
+        assert_consumer(echoed(get(gw, headers=[("Authorization", value)])), "alice")
 
 
 def test_two_authorization_headers_are_refused(stack):
@@ -177,7 +158,7 @@ def test_utf8_password(stack):
     consumers = [{"username": "u", "basicauth_credentials": [
         {"username": "\u00fcser", "password": UTF8_PW}]}]
     gw = start(stack, consumers=consumers)
-    assert_consumer(upstream(get(gw, headers=auth("\u00fcser", UTF8_PW))), "u")
+    assert_consumer(echoed(get(gw, headers=auth("\u00fcser", UTF8_PW))), "u")
     assert_denied(get(gw, headers=auth("\u00fcser", UTF8_PW.encode().decode("latin-1"))))
 
 
@@ -186,12 +167,12 @@ def test_utf8_password(stack):
 def test_proxy_authorization(stack):
     gw = start(stack)
     pa = [("Proxy-Authorization", basic("bob", BOB_PW))]
-    assert_consumer(upstream(get(gw, headers=pa)), "bob")
+    assert_consumer(echoed(get(gw, headers=pa)), "bob")
     # Kong's order: Proxy-Authorization first when it names a known user...
-    assert_consumer(upstream(get(gw, headers=pa + auth("alice", ALICE_PW))), "bob")
+    assert_consumer(echoed(get(gw, headers=pa + auth("alice", ALICE_PW))), "bob")
     # ...else Authorization
     unknown = [("Proxy-Authorization", basic("nobody", "x"))]
-    assert_consumer(upstream(get(gw, headers=unknown + auth("alice", ALICE_PW))), "alice")
+    assert_consumer(echoed(get(gw, headers=unknown + auth("alice", ALICE_PW))), "alice")
     # a known user with a wrong password in Proxy-Authorization is not rescued
     wrong = [("Proxy-Authorization", basic("bob", WRONG_PW))]
     assert_denied(get(gw, headers=wrong + auth("alice", ALICE_PW)))
@@ -209,9 +190,9 @@ def test_bcrypt_sha512_and_yescrypt_hashes(stack):
             {"username": "yes", "password": crypt_hash(ENV_PW, b"$y$", 0)}]},
     ]
     gw = start(stack, consumers=consumers)
-    assert_consumer(upstream(get(gw, headers=auth("bc", ALICE_PW))), "bc")
-    assert_consumer(upstream(get(gw, headers=auth("sha", BOB_PW))), "sha")
-    assert_consumer(upstream(get(gw, headers=auth("yes", ENV_PW))), "yes")
+    assert_consumer(echoed(get(gw, headers=auth("bc", ALICE_PW))), "bc")
+    assert_consumer(echoed(get(gw, headers=auth("sha", BOB_PW))), "sha")
+    assert_consumer(echoed(get(gw, headers=auth("yes", ENV_PW))), "yes")
     assert_denied(get(gw, headers=auth("bc", BOB_PW)))
     assert_denied(get(gw, headers=auth("sha", ALICE_PW)))
     assert_denied(get(gw, headers=auth("yes", WRONG_PW)))
@@ -227,14 +208,14 @@ def test_verdicts_are_cached(stack):
         {"username": "slow", "password": crypt_hash(ALICE_PW, b"$2b$", 12)}]}]
     gw = start(stack, consumers=consumers)
     t0 = time.monotonic()
-    assert_consumer(upstream(get(gw, headers=auth("slow", ALICE_PW))), "slow")
+    assert_consumer(echoed(get(gw, headers=auth("slow", ALICE_PW))), "slow")
     assert_denied(get(gw, headers=auth("slow", WRONG_PW)))
     first_two = time.monotonic() - t0
     with Client(gw.port) as c:
         t0 = time.monotonic()
         for i in range(10):
             r = c.request("GET", "/b/%d" % i, auth("slow", ALICE_PW))
-            assert_consumer(upstream(r), "slow")
+            assert_consumer(echoed(r), "slow")
             r = c.request("GET", "/b/%d" % i, auth("slow", WRONG_PW))
             assert_denied(r)
         twenty = time.monotonic() - t0
@@ -247,14 +228,14 @@ def test_wrong_password_repeated(stack):
     with Client(gw.port) as c:
         for i in range(40):
             assert_denied(c.request("GET", "/b/%d" % i, auth("alice", WRONG_PW + str(i % 3))))
-    assert_consumer(upstream(get(gw, headers=auth("alice", ALICE_PW))), "alice")
+    assert_consumer(echoed(get(gw, headers=auth("alice", ALICE_PW))), "alice")
     check_alive(gw)
 
 
 def test_reload_with_new_password(stack):
     """A reload that changes the stored hash invalidates cached verdicts by construction."""
     gw = start(stack)
-    assert_consumer(upstream(get(gw, headers=auth("alice", ALICE_PW))), "alice")
+    assert_consumer(echoed(get(gw, headers=auth("alice", ALICE_PW))), "alice")
     consumers = consumers_plain()
     consumers[0]["basicauth_credentials"][0]["password"] = WRONG_PW
     gw.write_config(extra={"consumers": consumers})
@@ -271,11 +252,11 @@ def test_reload_with_new_password(stack):
 
 def test_hide_credentials(stack):
     gw = start(stack, {"hide_credentials": True})
-    doc = upstream(get(gw, headers=auth("alice", ALICE_PW) + [("X-Other", "kept")]))
+    doc = echoed(get(gw, headers=auth("alice", ALICE_PW) + [("X-Other", "kept")]))
     assert_consumer(doc, "alice")
-    assert up_headers(doc, "authorization") == []
-    assert up_headers(doc, "proxy-authorization") == []
-    assert up_headers(doc, "x-other") == ["kept"]
+    assert upstream_headers(doc, "authorization") == []
+    assert upstream_headers(doc, "proxy-authorization") == []
+    assert upstream_headers(doc, "x-other") == ["kept"]
     assert ALICE_PW not in json.dumps(doc)
     assert base64.b64encode(("alice:" + ALICE_PW).encode()).decode() not in json.dumps(doc)
 
@@ -283,11 +264,11 @@ def test_hide_credentials(stack):
 def test_anonymous_fallback(stack):
     gw = start(stack, {"anonymous": "guest"})
     for hdrs in ([], auth("alice", WRONG_PW), [("Authorization", "Basic !!")]):
-        doc = upstream(get(gw, headers=hdrs))
-        assert up_headers(doc, "x-anonymous-consumer") == ["true"], doc["headers"]
-        assert up_headers(doc, "x-consumer-username") == ["guest"], doc["headers"]
-        assert up_headers(doc, "x-consumer-custom-id") == ["c-guest"], doc["headers"]
-    assert_consumer(upstream(get(gw, headers=auth("alice", ALICE_PW))), "alice")
+        doc = echoed(get(gw, headers=hdrs))
+        assert upstream_headers(doc, "x-anonymous-consumer") == ["true"], doc["headers"]
+        assert upstream_headers(doc, "x-consumer-username") == ["guest"], doc["headers"]
+        assert upstream_headers(doc, "x-consumer-custom-id") == ["c-guest"], doc["headers"]
+    assert_consumer(echoed(get(gw, headers=auth("alice", ALICE_PW))), "alice")
     # served as anonymous; the two rejected credentials are logged, the absent one is not
     lines = gw.security_lines(2)
     assert [l["reason"] for l in lines] == ["invalid basic credentials",
@@ -299,7 +280,7 @@ def test_client_consumer_headers_are_stripped(stack):
     gw = start(stack)
     spoof = [("X-Consumer-Username", "admin"), ("X_Consumer_Username", "admin"),
              ("X-Consumer-Custom-ID", "root"), ("X-Anonymous-Consumer", "false")]
-    doc = upstream(get(gw, headers=spoof + auth("alice", ALICE_PW)))
+    doc = echoed(get(gw, headers=spoof + auth("alice", ALICE_PW)))
     assert_consumer(doc, "alice", "c-alice", "cred-alice")
     values = [v for _, v in doc["headers"]]
     assert "admin" not in values and "root" not in values, doc["headers"]
@@ -308,24 +289,21 @@ def test_client_consumer_headers_are_stripped(stack):
 
 def test_config_errors(tmp_path):
     def check(config, consumers=""):
-        path = tmp_path / "t.yaml"
-        path.write_text(
+        return check_config(tmp_path, (
             "listen: [\"127.0.0.1:1\"]\nservices:\n  - name: s\n    url: http://127.0.0.1:9/\n"
             "    routes:\n      - name: r\n        paths: [/b]\n        plugins:\n"
             "          - name: basic-auth\n            config: %s\n%s" % (json.dumps(config),
-                                                                          consumers))
-        return subprocess.run([turnpike_bin(), "-t", "-c", str(path)], capture_output=True,
-                              timeout=20)
-    for config, word in (({"anonymous": "nobody"}, b"nobody"), ({"realm": "a\\b"}, b"realm"),
+                                                                          consumers)))
+    for config, word in (({"anonymous": "nobody"}, "nobody"), ({"realm": "a\\b"}, "realm"),
                          ({"brute_force_protection": {"strategy": "memory"}},
-                          b"brute_force_protection"),
-                         ({"hide_credential": True}, b"hide_credential")):
-        res = check(config)
-        assert res.returncode == 1 and word in res.stderr, (config, res.stderr)
-    res = check({"anonymous": "guest", "realm": "x", "hide_credentials": True,
-                 "brute_force_protection": {"strategy": "off"}},
-                "consumers:\n  - username: guest\n")
-    assert res.returncode == 0, res.stderr
+                          "brute_force_protection"),
+                         ({"hide_credential": True}, "hide_credential")):
+        rc, err = check(config)
+        assert rc == 1 and word in err, (config, err)
+    rc, err = check({"anonymous": "guest", "realm": "x", "hide_credentials": True,
+                     "brute_force_protection": {"strategy": "off"}},
+                    "consumers:\n  - username: guest\n")
+    assert rc == 0, err
 
 
 # ---- secrets, logs -------------------------------------------------------------------------
@@ -344,9 +322,9 @@ def test_passwords_from_env_and_file(stack, tmp_path):
             {"username": "hashy", "password": {"file": str(hash_file)}}]},
     ]
     gw = start(stack, consumers=consumers, env={"TP_TEST_BASIC_PW": ENV_PW})
-    assert_consumer(upstream(get(gw, headers=auth("envy", ENV_PW))), "envy")
-    assert_consumer(upstream(get(gw, headers=auth("filey", FILE_PW))), "filey")
-    assert_consumer(upstream(get(gw, headers=auth("hashy", ALICE_PW))), "hashy")
+    assert_consumer(echoed(get(gw, headers=auth("envy", ENV_PW))), "envy")
+    assert_consumer(echoed(get(gw, headers=auth("filey", FILE_PW))), "filey")
+    assert_consumer(echoed(get(gw, headers=auth("hashy", ALICE_PW))), "hashy")
     assert_denied(get(gw, headers=auth("envy", "TP_TEST_BASIC_PW")))
     assert_denied(get(gw, headers=auth("filey", FILE_PW + "\n")))
 
@@ -360,7 +338,7 @@ def test_security_log_lines_without_secrets(stack):
         "malformed basic credentials": get(gw, headers=[("Authorization", "Basic %%%")])
         .header("x-request-id"),
     }
-    upstream(get(gw, headers=auth("alice", ALICE_PW)))
+    echoed(get(gw, headers=auth("alice", ALICE_PW)))
     lines = gw.security_lines(3)
     assert len(lines) == 3, lines
     by_rid = {l.get("request_id"): l for l in lines}
@@ -381,7 +359,7 @@ def test_security_log_lines_without_secrets(stack):
 def test_two_workers(stack):
     gw = start(stack, workers=2)
     for i in range(20):
-        assert_consumer(upstream(get(gw, "/b/%d" % i, headers=auth("alice", ALICE_PW))), "alice")
+        assert_consumer(echoed(get(gw, "/b/%d" % i, headers=auth("alice", ALICE_PW))), "alice")
         assert_denied(get(gw, "/b/%d" % i, headers=auth("bob", WRONG_PW)))
     check_alive(gw)
 
@@ -393,14 +371,14 @@ def test_any_of_with_key_auth(stack):
     consumers[1]["keyauth_credentials"] = [{"key": "any-of-key-5Sd2"}]
     gw = start(stack, consumers=consumers,
                plugins=[{"name": "basic-auth"}, {"name": "key-auth"}])
-    assert_consumer(upstream(get(gw, headers=[("apikey", "any-of-key-5Sd2")])), "bob")
-    assert_consumer(upstream(get(gw, headers=auth("alice", ALICE_PW))), "alice")
+    assert_consumer(echoed(get(gw, headers=[("apikey", "any-of-key-5Sd2")])), "bob")
+    assert_consumer(echoed(get(gw, headers=auth("alice", ALICE_PW))), "alice")
     r = get(gw)
     doc = assert_json_error(r, 401)
     assert doc["message"] == "No API key found in request", doc
     assert r.header_all("www-authenticate") == ['Key realm="turnpike"'], r
     # a wrong key with right basic credentials: basic-auth rescues the request
-    assert_consumer(upstream(get(gw, headers=[("apikey", "nope")] + auth("alice", ALICE_PW))),
+    assert_consumer(echoed(get(gw, headers=[("apikey", "nope")] + auth("alice", ALICE_PW))),
                     "alice")
 
 
@@ -442,5 +420,5 @@ def test_kong_declarative_file_loads(stack):
                                "security": json.dumps(gw.security_log), "url": be.url,
                                "password": json.dumps(ALICE_PW)})
     gw.start()
-    assert_consumer(upstream(get(gw, headers=auth("alice", ALICE_PW))), "alice", "c-alice")
+    assert_consumer(echoed(get(gw, headers=auth("alice", ALICE_PW))), "alice", "c-alice")
     assert_denied(get(gw), "Unauthorized")

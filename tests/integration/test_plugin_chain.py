@@ -2,11 +2,9 @@
 consumer-scoped plugins, any-of authentication, identity headers, the security log, and config
 errors that name the field path."""
 
-import json
 import os
-import subprocess
 
-from conftest import check_alive, route, service, to_yaml, turnpike_bin
+from conftest import check_alive, check_config, route, service, upstream_headers
 from rawhttp import Client
 
 
@@ -117,10 +115,9 @@ def test_any_of_auth_and_first_failure_answers(stack):
 
 
 def header(echo, name):
-    for k, v in echo["headers"]:
-        if k.lower() == name:
-            return v
-    return None
+    """The first value of request header `name` the echo backend received, or None."""
+    values = upstream_headers(echo, name)
+    return values[0] if values else None
 
 
 def test_identity_headers_and_lookalikes_from_clients_are_dropped(stack):
@@ -185,15 +182,6 @@ def test_security_log_lines_are_json_without_secrets(stack):
     assert b"guessed-secret" not in raw and b"the-real-secret" not in raw
 
 
-def check_config(tmp_path, doc, env=None):
-    p = os.path.join(str(tmp_path), "bad.yaml")
-    with open(p, "w") as f:
-        f.write(doc)
-    r = subprocess.run([turnpike_bin(), "-t", "-c", p], capture_output=True, text=True,
-                       env=dict(os.environ, **(env or {})))
-    return r.returncode, r.stderr
-
-
 BASE = """services:
   - name: s
     url: http://127.0.0.1:9
@@ -211,18 +199,19 @@ def test_config_errors_name_file_line_column_and_field_path(tmp_path):
               hide_credential: true
 """)
     assert rc == 1
-    assert "bad.yaml:11:15: plugins[0](key-auth).config: unknown key \"hide_credential\"" in err, err
+    assert ("check.yaml:11:15: plugins[0](key-auth).config: unknown key \"hide_credential\""
+            in err), err
 
     rc, err = check_config(tmp_path, BASE + """        plugins:
           - name: no-such-plugin
 """)
-    assert rc == 1 and "bad.yaml:8:19: unknown plugin \"no-such-plugin\"" in err, err
+    assert rc == 1 and "check.yaml:8:19: unknown plugin \"no-such-plugin\"" in err, err
 
     rc, err = check_config(tmp_path, BASE + """plugins:
   - name: request-termination
     consumer: nobody
 """)
-    assert rc == 1 and "bad.yaml:8:5: plugin names unknown consumer \"nobody\"" in err, err
+    assert rc == 1 and "check.yaml:8:5: plugin names unknown consumer \"nobody\"" in err, err
 
     rc, err = check_config(tmp_path, BASE + """consumers:
   - username: u
@@ -233,7 +222,7 @@ def test_config_errors_name_file_line_column_and_field_path(tmp_path):
 
     rc, err = check_config(tmp_path, BASE + """        order: [key-auth, nope]
 """)
-    assert rc == 1 and "bad.yaml:7:27: unknown plugin \"nope\" in \"order\"" in err, err
+    assert rc == 1 and "check.yaml:7:27: unknown plugin \"nope\" in \"order\"" in err, err
 
     rc, err = check_config(tmp_path, BASE + """consumers:
   - username: u
@@ -286,3 +275,119 @@ def test_reload_swaps_plugins_and_consumers(stack):
         assert c.request("GET", "/", [("apikey", "new")]).status == 200
         assert c.request("GET", "/", [("apikey", "old")]).status == 401
     check_alive(gw)
+
+
+def test_plugins_see_the_request_as_the_upstream_will(stack):
+    """Client copies of identity and forwarding headers are not what the upstream receives:
+    a policy on them must not be satisfiable by the client."""
+    b = stack.backend()
+    pol = lambda expr: [{"name": "abac", "config": {"allow": expr}}]  # noqa: E731
+    routes = [route("who", ["/who"], plugins=pol(
+                  'request.headers.x-consumer-username == "admin"')),
+              route("lookalike", ["/lookalike"], plugins=pol(
+                  'request.headers.x_consumer_username == "admin"')),
+              route("ip", ["/ip"], plugins=pol(
+                  'request.headers.x-real-ip == "10.1.1.1" || '
+                  'starts_with(request.headers.x-forwarded-for, "10.")'))]
+    gw = stack.gateway([service("s", b.url, routes)])
+    with Client(gw.port) as c:
+        assert c.request("GET", "/who", [("X-Consumer-Username", "admin")]).status == 403
+        assert c.request("GET", "/lookalike", [("X_Consumer_Username", "admin")]).status == 403
+        assert c.request("GET", "/ip", [("X-Real-IP", "10.1.1.1")]).status == 403
+        assert c.request("GET", "/ip", [("X-Forwarded-For", "10.2.2.2")]).status == 403
+
+
+def test_forwarding_headers_of_a_trusted_proxy_are_visible(stack):
+    b = stack.backend()
+    r = route("ip", ["/ip"], plugins=[{"name": "abac", "config": {
+        "allow": 'starts_with(request.headers.x-forwarded-for, "10.") && '
+                 'request.headers.x-real-ip == "10.2.2.2"'}}])
+    gw = stack.gateway([service("s", b.url, [r])], trusted_proxies=["127.0.0.1"])
+    with Client(gw.port) as c:
+        assert c.request("GET", "/ip", [("X-Forwarded-For", "10.2.2.2")]).status == 200
+        assert c.request("GET", "/ip").status == 403
+
+
+def test_anonymous_fallback_stands_against_a_later_failure(stack):
+    b = stack.backend()
+    r = route("r", ["/"], plugins=[{"name": "key-auth", "config": {"anonymous": "anon"}},
+                                   {"name": "basic-auth"}])
+    consumers = [{"username": "anon"},
+                 {"username": "p", "basicauth_credentials": [{"username": "pu",
+                                                              "password": "pw"}]}]
+    gw = stack.gateway([service("s", b.url, [r])], extra={"consumers": consumers})
+    with Client(gw.port) as c:
+        r1 = c.request("GET", "/x")
+        assert r1.status == 200 and header(r1.json(), "x-consumer-username") == "anon"
+        assert header(r1.json(), "x-anonymous-consumer") == "true"
+        r2 = c.request("GET", "/x", [("Authorization", "Basic cHU6cHc=")])
+        assert r2.status == 200 and header(r2.json(), "x-consumer-username") == "p"
+        assert header(r2.json(), "x-anonymous-consumer") is None
+        r3 = c.request("GET", "/x", [("apikey", "wrong")])
+        assert r3.status == 200 and header(r3.json(), "x-consumer-username") == "anon"
+    lines = gw.security_lines(1)
+    assert [(l["plugin"], l["reason"]) for l in lines] == [("key-auth", "invalid api key")], lines
+
+
+def test_ipv4_mapped_proxy_in_forwarded_for_is_trusted(stack):
+    b = stack.backend()
+    r = route("r", ["/"], plugins=[{"name": "ip-restriction",
+                                    "config": {"deny": ["203.0.113.9"]}}])
+    gw = stack.gateway([service("s", b.url, [r])],
+                       trusted_proxies=["127.0.0.1", "192.0.2.10"])
+    with Client(gw.port) as c:
+        for xff in ("203.0.113.9, 192.0.2.10", "203.0.113.9, ::ffff:192.0.2.10",
+                    "::ffff:203.0.113.9, 192.0.2.10"):
+            assert c.request("GET", "/", [("X-Forwarded-For", xff)]).status == 403, xff
+        assert c.request("GET", "/", [("X-Forwarded-For", "198.51.100.1")]).status == 200
+
+
+def test_collected_response_that_breaks_gets_502(stack):
+    b = stack.backend()
+    r = route("r", ["/"], plugins=[{"name": "response-transformer",
+                                    "config": {"add": {"json": ["x:1"]}}}])
+    gw = stack.gateway([service("s", b.url, [r])])
+    for path in ("/truncated-json", "/bad-chunk-json"):
+        with Client(gw.port) as c:
+            resp = c.request("GET", path)
+            assert resp.status == 502, (path, resp)
+            assert resp.json()["message"] == "invalid response from upstream"
+    with Client(gw.port) as c:
+        assert c.request("GET", "/ok").status == 200
+    check_alive(gw)
+
+
+def test_consumer_values_that_cannot_travel_in_headers_are_config_errors(tmp_path):
+    cases = [
+        ("""consumers:
+  - username: admin
+  - username: mallory
+    id: admin
+""", "consumer id \"admin\" is the username of another consumer"),
+        ("""consumers:
+  - username: u
+    groups: ["partners,admin"]
+""", "must not be empty or contain control characters or ','"),
+        ("""consumers:
+  - username: u
+    keyauth_credentials: [{key: "k "}]
+""", "must not contain control characters or start or end with a blank"),
+        ("""consumers:
+  - username: u
+    basicauth_credentials: [{username: "a:b", password: x}]
+""", "cannot contain ':'"),
+        ("""consumers:
+  - username: u
+    basicauth_credentials: [{username: a, password: "$9z$unknownmethod$hashhashhash"}]
+""", "not a usable crypt(3) hash"),
+    ]
+    for doc, text in cases:
+        rc, err = check_config(tmp_path, BASE + doc)
+        assert rc == 1 and text in err, (doc, err)
+    rc, err = check_config(tmp_path, BASE + """consumers:
+  - username: u
+    custom_id: null
+    id: null
+    keyauth_credentials: [{key: k, id: null, tags: null}]
+""")
+    assert rc == 0, err

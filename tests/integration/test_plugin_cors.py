@@ -3,15 +3,10 @@ headers on proxied answers and on local errors (key-auth 401, request-terminatio
 regex origins, credentials, max_age, private network access, preflight_continue,
 allow_origin_absent, Kong files with nulls, and config errors with FILE:LINE:COLUMN."""
 
-import json
-import re
-import socketserver
-import subprocess
-import threading
-
 import pytest
 
-from conftest import dead_port, route, service, turnpike_bin
+from backends import RawHeadServer
+from conftest import check_plugin_config, config_errors, dead_port, echoed, route, service
 from rawhttp import assert_json_error, request
 
 ALLOWED = "https://a.example.com"
@@ -45,43 +40,20 @@ def routes():
     ]
 
 
-class CorsUpstream:
+def cors_upstream_answer(head):
     """An upstream that sets its own CORS and Vary headers: /vary-origin answers
     `Vary: origin`, anything else `Vary: Accept-Encoding`; both send
     `Access-Control-Allow-Origin: *`."""
-
-    def __init__(self):
-        class H(socketserver.BaseRequestHandler):
-            def handle(self):
-                buf = b""
-                while b"\r\n\r\n" not in buf:
-                    d = self.request.recv(65536)
-                    if not d:
-                        return
-                    buf += d
-                vary = b"origin" if b" /up/vary-origin " in buf else b"Accept-Encoding"
-                self.request.sendall(b"HTTP/1.1 200 OK\r\nVary: %s\r\n"
-                                     b"Access-Control-Allow-Origin: *\r\nContent-Length: 2\r\n"
-                                     b"Connection: close\r\n\r\nok" % vary)
-
-        class S(socketserver.ThreadingTCPServer):
-            allow_reuse_address = True
-            daemon_threads = True
-
-        self.server = S(("127.0.0.1", 0), H)
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    vary = b"origin" if b" /up/vary-origin " in head else b"Accept-Encoding"
+    return (b"HTTP/1.1 200 OK\r\nVary: %s\r\n"
+            b"Access-Control-Allow-Origin: *\r\nContent-Length: 2\r\n"
+            b"Connection: close\r\n\r\nok" % vary)
 
 
 @pytest.fixture(scope="module")
 def gw(mstack):
     be = mstack.backend("echo")
-    up = CorsUpstream()
+    up = RawHeadServer(cors_upstream_answer)
     consumers = [{"username": "u", "keyauth_credentials": [{"key": KEY}]}]
     g = mstack.gateway([service("s", be.url, routes()),
                         service("up", up.url, [route("up", ["/up"], strip_path=False,
@@ -103,11 +75,6 @@ def preflight(gw, path, origin, method="PUT", headers=()):
 def acl_headers(resp):
     """Every Access-Control-* header of a response, lower-cased names."""
     return {n.lower(): v for n, v in resp.headers if n.lower().startswith("access-control-")}
-
-
-def echoed(resp):
-    assert resp.status == 200, resp
-    return json.loads(resp.body)
 
 
 def count_backend(gw):
@@ -308,26 +275,8 @@ def test_cors_headers_on_request_termination(gw):
 
 # ---- config ----
 
-def check(tmp_path, config_yaml):
-    p = tmp_path / "c.yaml"
-    p.write_text("""listen: ["127.0.0.1:1"]
-services:
-  - name: s
-    url: http://127.0.0.1:9
-    routes:
-      - name: r
-        paths: [/]
-        plugins:
-          - name: cors
-            config:
-%s
-""" % config_yaml)
-    res = subprocess.run([turnpike_bin(), "-t", "-c", str(p)], capture_output=True, timeout=20)
-    return res, str(p)
-
-
 def test_kong_file_with_nulls_loads(tmp_path):
-    res, _ = check(tmp_path, """              origins: null
+    rc, err = check_plugin_config(tmp_path, "cors", """              origins: null
               headers: null
               exposed_headers: null
               methods: null
@@ -336,7 +285,7 @@ def test_kong_file_with_nulls_loads(tmp_path):
               preflight_continue: false
               private_network: false
               allow_origin_absent: true""")
-    assert res.returncode == 0, res.stderr
+    assert rc == 0, err
 
 
 @pytest.mark.parametrize("config,line,col,text", [
@@ -349,10 +298,8 @@ def test_kong_file_with_nulls_loads(tmp_path):
     ("              origin: [x]", 11, 15, 'unknown key "origin"'),
 ])
 def test_config_errors(tmp_path, config, line, col, text):
-    res, path = check(tmp_path, config)
-    assert res.returncode == 1
-    err = res.stderr.decode()
-    m = re.search(re.escape(path) + r":(\d+):(\d+): (.*)", err)
-    assert m, err
-    assert (int(m.group(1)), int(m.group(2))) == (line, col), err
-    assert "plugins[0](cors).config" in m.group(3) and text in m.group(3), err
+    rc, err = check_plugin_config(tmp_path, "cors", config)
+    assert rc == 1
+    lines = config_errors(err)
+    assert lines and lines[0].startswith("%d:%d: " % (line, col)), err
+    assert "plugins[0](cors).config" in lines[0] and text in lines[0], err

@@ -3,12 +3,11 @@ addresses and networks, deny before allow, Kong's status and message, the securi
 CASES.md B44: the address is the TCP peer unless the peer is a trusted proxy, so a spoofed
 X-Forwarded-For or X-Real-IP never opens an allow-list."""
 
-import json
 import re
 import socket
-import subprocess
 
-from conftest import check_alive, route, service, to_yaml, turnpike_bin
+from conftest import (check_alive, check_plugin_config, config_errors, echoed, route, service,
+                      to_yaml, upstream_headers)
 from rawhttp import Client, assert_json_error, request
 
 KONG_MESSAGE = "Your IP address is not allowed"
@@ -48,15 +47,6 @@ def get6(gw, target="/admin/x", headers=None):
 def assert_refused(resp, status=403, message=KONG_MESSAGE):
     doc = assert_json_error(resp, status)
     assert doc["message"] == message, doc
-
-
-def upstream(resp):
-    assert resp.status == 200, resp
-    return json.loads(resp.body)
-
-
-def up_headers(doc, name):
-    return [v for n, v in doc["headers"] if n.lower() == name.lower()]
 
 
 # ---- allow and deny --------------------------------------------------------------------------
@@ -157,10 +147,10 @@ def test_b44_trusted_proxy_chain(stack):
     # X-Real-IP is never believed, even from a trusted proxy
     assert_refused(get(gw, headers=[("X-Real-IP", "10.0.0.5")]))
     # the trusted proxy vouches for the address it received the request from
-    doc = upstream(get(gw, headers=[("X-Forwarded-For", "10.0.0.5"),
+    doc = echoed(get(gw, headers=[("X-Forwarded-For", "10.0.0.5"),
                                     ("X-Real-IP", "203.0.113.9")]))
-    assert up_headers(doc, "x-real-ip") == ["10.0.0.5"], doc["headers"]
-    assert up_headers(doc, "x-forwarded-for") == ["10.0.0.5, 127.0.0.1"], doc["headers"]
+    assert upstream_headers(doc, "x-real-ip") == ["10.0.0.5"], doc["headers"]
+    assert upstream_headers(doc, "x-forwarded-for") == ["10.0.0.5, 127.0.0.1"], doc["headers"]
     # an untrusted peer cannot use the same header
     assert_refused(get(gw, headers=[("X-Forwarded-For", "10.0.0.5")], source="127.0.0.2"))
 
@@ -178,39 +168,20 @@ def test_b44_trusted_hops_are_skipped(stack):
 
 # ---- config errors -------------------------------------------------------------------------
 
-BAD = """listen: ["127.0.0.1:18080"]
-services:
-  - name: s
-    url: http://127.0.0.1:9001
-    routes:
-      - name: r
-        paths: [/admin]
-        plugins:
-          - name: ip-restriction
-            config:
-              allow: [10.0.0.0/8, "10.0.0.0/33", bogus]
-              deny: ["::1/129"]
-"""
-
-
 def test_bad_networks_are_config_errors(tmp_path):
-    p = tmp_path / "bad.yaml"
-    p.write_text(BAD)
-    res = subprocess.run([turnpike_bin(), "-t", "-c", str(p)], capture_output=True, timeout=20)
-    assert res.returncode == 1, res
-    err = res.stderr.decode()
-    lines = [l for l in err.splitlines() if re.match(re.escape(str(p)) + r":\d+:\d+: ", l)]
-    assert any(l.startswith("%s:11:35: " % p) and "10.0.0.0/33" in l and "prefix length" in l
+    rc, err = check_plugin_config(tmp_path, "ip-restriction",
+                                  '              allow: [10.0.0.0/8, "10.0.0.0/33", bogus]\n'
+                                  '              deny: ["::1/129"]')
+    assert rc == 1, err
+    lines = config_errors(err)
+    assert any(l.startswith("11:35: ") and "10.0.0.0/33" in l and "prefix length" in l
                for l in lines), err
-    assert any(l.startswith("%s:11:50: " % p) and "bogus" in l for l in lines), err
-    assert any(l.startswith("%s:12:22: " % p) and "::1/129" in l for l in lines), err
+    assert any(l.startswith("11:50: ") and "bogus" in l for l in lines), err
+    assert any(l.startswith("12:22: ") and "::1/129" in l for l in lines), err
 
 
 def test_allow_or_deny_is_required(tmp_path):
-    p = tmp_path / "none.yaml"
-    p.write_text(BAD.replace('              allow: [10.0.0.0/8, "10.0.0.0/33", bogus]\n'
-                             '              deny: ["::1/129"]\n', '              status: 403\n'))
-    res = subprocess.run([turnpike_bin(), "-t", "-c", str(p)], capture_output=True, timeout=20)
-    assert res.returncode == 1, res
-    assert re.search(re.escape(str(p)) + r":11:15: .*one of \"allow\" or \"deny\"",
-                     res.stderr.decode()), res.stderr
+    rc, err = check_plugin_config(tmp_path, "ip-restriction", "              status: 403")
+    assert rc == 1, err
+    assert any(re.match(r"11:15: .*one of \"allow\" or \"deny\"", l)
+               for l in config_errors(err)), err

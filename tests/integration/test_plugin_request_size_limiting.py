@@ -4,13 +4,11 @@ the limit answered at once (413, or 417 with Expect: 100-continue), chunked bodi
 the 128 MB default, config errors with FILE:LINE:COLUMN."""
 
 import json
-import re
-import subprocess
 import time
 
 import pytest
 
-from conftest import route, service, turnpike_bin
+from conftest import check_plugin_config, config_errors, echoed, route, service
 from rawhttp import Client, assert_json_error, request
 
 MESSAGE = "Request size limit exceeded"
@@ -38,11 +36,6 @@ def gw(mstack):
 
 def completed(gw):
     return len(gw.be.completed())
-
-
-def echoed(resp):
-    assert resp.status == 200, resp
-    return json.loads(resp.body)
 
 
 def assert_limited(resp, status=413):
@@ -145,29 +138,12 @@ def test_require_content_length(gw):
 
 # ---- config ----
 
-def check(tmp_path, config_yaml):
-    p = tmp_path / "c.yaml"
-    p.write_text("""listen: ["127.0.0.1:1"]
-services:
-  - name: s
-    url: http://127.0.0.1:9
-    routes:
-      - name: r
-        paths: [/]
-        plugins:
-          - name: request-size-limiting
-            config:
-%s
-""" % config_yaml)
-    res = subprocess.run([turnpike_bin(), "-t", "-c", str(p)], capture_output=True, timeout=20)
-    return res, str(p)
-
-
 def test_kong_config_loads(tmp_path):
-    res, _ = check(tmp_path, """              allowed_payload_size: 128
+    rc, err = check_plugin_config(tmp_path, "request-size-limiting",
+                                  """              allowed_payload_size: 128
               size_unit: megabytes
               require_content_length: false""")
-    assert res.returncode == 0, res.stderr
+    assert rc == 0, err
 
 
 @pytest.mark.parametrize("config,line,col,text", [
@@ -178,11 +154,9 @@ def test_kong_config_loads(tmp_path):
     ("              require_content_length: 1", 11, 39, "expected true or false"),
 ])
 def test_config_errors(tmp_path, config, line, col, text):
-    res, path = check(tmp_path, config)
-    assert res.returncode == 1
-    err = res.stderr.decode()
-    m = re.search(re.escape(path) + r":(\d+):(\d+): (.*)", err)
-    assert m, err
-    assert (int(m.group(1)), int(m.group(2))) == (line, col), err
-    assert "plugins[0](request-size-limiting).config" in m.group(3), err
-    assert text in m.group(3), err
+    rc, err = check_plugin_config(tmp_path, "request-size-limiting", config)
+    assert rc == 1
+    lines = config_errors(err)
+    assert lines and lines[0].startswith("%d:%d: " % (line, col)), err
+    assert "plugins[0](request-size-limiting).config" in lines[0], err
+    assert text in lines[0], err

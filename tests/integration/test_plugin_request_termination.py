@@ -4,12 +4,10 @@ by header or query argument, echo of the request (query, headers, JSON and form 
 scoping by service, config errors with FILE:LINE:COLUMN."""
 
 import json
-import re
-import subprocess
 
 import pytest
 
-from conftest import route, service, turnpike_bin
+from conftest import check_plugin_config, config_errors, route, service
 from rawhttp import assert_json_error, request
 
 
@@ -145,32 +143,14 @@ def test_echo_with_trigger(gw):
 
 # ---- config ----
 
-def check(tmp_path, config_yaml):
-    p = tmp_path / "c.yaml"
-    p.write_text("""listen: ["127.0.0.1:1"]
-services:
-  - name: s
-    url: http://127.0.0.1:9
-    routes:
-      - name: r
-        paths: [/]
-        plugins:
-          - name: request-termination
-            config:
-%s
-""" % config_yaml)
-    res = subprocess.run([turnpike_bin(), "-t", "-c", str(p)], capture_output=True, timeout=20)
-    return res, str(p)
-
-
 def test_kong_file_with_nulls_loads(tmp_path):
-    res, _ = check(tmp_path, """              status_code: 503
+    rc, err = check_plugin_config(tmp_path, "request-termination", """              status_code: 503
               message: null
               content_type: null
               body: null
               echo: false
               trigger: null""")
-    assert res.returncode == 0, res.stderr
+    assert rc == 0, err
 
 
 @pytest.mark.parametrize("config,line,col,text", [
@@ -187,11 +167,9 @@ def test_kong_file_with_nulls_loads(tmp_path):
     ('              message: ""', 11, 24, "must not be empty"),
 ])
 def test_config_errors(tmp_path, config, line, col, text):
-    res, path = check(tmp_path, config)
-    assert res.returncode == 1
-    err = res.stderr.decode()
-    m = re.search(re.escape(path) + r":(\d+):(\d+): (.*)", err)
-    assert m, err
-    assert (int(m.group(1)), int(m.group(2))) == (line, col), err
-    assert "plugins[0](request-termination).config" in m.group(3), err
-    assert text in m.group(3), err
+    rc, err = check_plugin_config(tmp_path, "request-termination", config)
+    assert rc == 1
+    lines = config_errors(err)
+    assert lines and lines[0].startswith("%d:%d: " % (line, col)), err
+    assert "plugins[0](request-termination).config" in lines[0], err
+    assert text in lines[0], err

@@ -4,14 +4,12 @@ consumer 401; path templates with a final `*`, trailing slashes, normalised path
 route name using the route's own captures, owners by JWT claim, public and deny-all rules,
 the default for unmatched requests, the security log, and config errors with positions."""
 
-import re
-import subprocess
 import time
 
 import jwt as pyjwt
 import pytest
 
-from conftest import check_alive, route, service, turnpike_bin
+from conftest import check_alive, check_plugin_config, config_errors, route, service
 from rawhttp import assert_json_error, request
 
 KEYS = {"alice": "racl-alice-key", "bob": "racl-bob-key", "root": "racl-root-key",
@@ -160,18 +158,7 @@ def test_security_log(stack):
 
 # ---- config errors -------------------------------------------------------------------------
 
-HEAD = """listen: ["127.0.0.1:18080"]
-services:
-  - name: s
-    url: http://127.0.0.1:9001
-    routes:
-      - name: r
-        paths: [/a]
-        plugins:
-          - name: resource-acl
-            config:
-              rules:
-"""
+RULES = "              rules:\n"
 
 BAD = [
     ('                - paths: ["/users/{id}x"]\n', "12:27", "a parameter is a whole segment"),
@@ -196,18 +183,15 @@ BAD = [
 
 @pytest.mark.parametrize("body,where,what", BAD)
 def test_config_errors(tmp_path, body, where, what):
-    p = tmp_path / "racl.yaml"
-    p.write_text(HEAD + body)
-    res = subprocess.run([turnpike_bin(), "-t", "-c", str(p)], capture_output=True, timeout=20)
-    lines = [l[len(str(p)) + 1:] for l in res.stderr.decode().splitlines()
-             if re.match(re.escape(str(p)) + r":\d+:\d+: ", l)]
-    assert res.returncode == 1, lines
+    rc, err = check_plugin_config(tmp_path, "resource-acl", RULES + body)
+    lines = config_errors(err)
+    assert rc == 1, lines
     assert lines and lines[0].startswith(where + ": ") and what in lines[0], (where, what, lines)
 
 
 def test_bad_default(tmp_path):
-    p = tmp_path / "racl.yaml"
-    p.write_text(HEAD + '                - {public: true}\n              default: maybe\n')
-    res = subprocess.run([turnpike_bin(), "-t", "-c", str(p)], capture_output=True, timeout=20)
-    assert res.returncode == 1
-    assert "%s:13:24: " % p in res.stderr.decode() and "deny, allow" in res.stderr.decode()
+    rc, err = check_plugin_config(tmp_path, "resource-acl",
+                                  RULES + '                - {public: true}\n'
+                                          '              default: maybe\n')
+    assert rc == 1
+    assert any(l.startswith("13:24: ") for l in config_errors(err)) and "deny, allow" in err

@@ -5,14 +5,12 @@ response headers and JSON bodies (json_types), local answers, bodies that must p
 config errors with FILE:LINE:COLUMN."""
 
 import json
-import re
-import socketserver
-import subprocess
-import threading
 
 import pytest
 
-from conftest import route, service, turnpike_bin
+from backends import RawHeadServer
+from conftest import (check_plugin_config, config_errors, echoed, route, service,
+                      upstream_headers)
 from rawhttp import assert_json_error, request
 
 
@@ -24,39 +22,10 @@ def rsp(**config):
     return {"name": "response-transformer", "config": config}
 
 
-class RawBackend:
+def raw_backend(responses):
     """Answers every request with the bytes of the response registered for its path."""
-
-    def __init__(self, responses):
-        outer = self
-        self.responses = responses
-
-        class H(socketserver.BaseRequestHandler):
-            def handle(self):
-                buf = b""
-                while b"\r\n\r\n" not in buf:
-                    d = self.request.recv(65536)
-                    if not d:
-                        return
-                    buf += d
-                path = buf.split(b" ", 2)[1].decode()
-                self.request.sendall(outer.responses.get(path, outer.responses["*"]))
-
-        class S(socketserver.ThreadingTCPServer):
-            allow_reuse_address = True
-            daemon_threads = True
-
-        self.server = S(("127.0.0.1", 0), H)
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-    @property
-    def url(self):
-        return "http://127.0.0.1:%d" % self.server.server_address[1]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    return RawHeadServer(lambda head: responses.get(head.split(b" ", 2)[1].decode(),
+                                                    responses["*"]))
 
 
 def raw_json(body, ctype="application/json", chunked=False):
@@ -75,7 +44,7 @@ UPSTREAM_DOC = b'{"id":7,"price":1.10,"tags":["a"],"name":"x","nested":{"k":[1,{
 @pytest.fixture(scope="module")
 def gw(mstack):
     be = mstack.backend("echo")
-    raw = RawBackend({
+    raw = raw_backend({
         "/doc": raw_json(UPSTREAM_DOC),
         "/chunked": raw_json(UPSTREAM_DOC, chunked=True),
         "/problem": raw_json(UPSTREAM_DOC, "application/problem+json; charset=utf-8"),
@@ -139,38 +108,29 @@ def gw(mstack):
     raw.close()
 
 
-def echoed(resp):
-    assert resp.status == 200, resp
-    return json.loads(resp.body)
-
-
-def up_headers(doc, name):
-    return [v for n, v in doc["headers"] if n.lower() == name.lower()]
-
-
 # ---- request-transformer: headers, query, uri ----
 
 def test_request_headers(gw):
     doc = echoed(request(gw.port, "GET", "/hdr/x", headers=[
         ("X-Remove", "gone"), ("X-Old", "o1"), ("X-Old", "o2"), ("X-New", "overwritten"),
         ("X-Rep", "orig"), ("X-Present", "yes"), ("X-App", "one")]))
-    assert up_headers(doc, "x-remove") == []
-    assert up_headers(doc, "x-old") == []
-    assert up_headers(doc, "x-new") == ["o1", "o2"]     # rename takes every value
-    assert up_headers(doc, "x-never") == []             # rename of an absent header: nothing
-    assert up_headers(doc, "x-rep") == ["replaced"]
-    assert up_headers(doc, "x-missing") == []           # replace only if present
-    assert up_headers(doc, "x-add") == ["added"]
-    assert up_headers(doc, "x-present") == ["yes"]      # add only if absent
-    assert up_headers(doc, "x-app") == ["one", "two"]   # append adds a value
-    assert up_headers(doc, "x-fresh") == ["one"]
+    assert upstream_headers(doc, "x-remove") == []
+    assert upstream_headers(doc, "x-old") == []
+    assert upstream_headers(doc, "x-new") == ["o1", "o2"]     # rename takes every value
+    assert upstream_headers(doc, "x-never") == []             # rename of an absent header: nothing
+    assert upstream_headers(doc, "x-rep") == ["replaced"]
+    assert upstream_headers(doc, "x-missing") == []           # replace only if present
+    assert upstream_headers(doc, "x-add") == ["added"]
+    assert upstream_headers(doc, "x-present") == ["yes"]      # add only if absent
+    assert upstream_headers(doc, "x-app") == ["one", "two"]   # append adds a value
+    assert upstream_headers(doc, "x-fresh") == ["one"]
 
 
 def test_request_headers_absent(gw):
     doc = echoed(request(gw.port, "GET", "/hdr/x"))
-    assert up_headers(doc, "x-rep") == [] and up_headers(doc, "x-new") == []
-    assert up_headers(doc, "x-present") == ["nope"]
-    assert up_headers(doc, "x-app") == ["two"]
+    assert upstream_headers(doc, "x-rep") == [] and upstream_headers(doc, "x-new") == []
+    assert upstream_headers(doc, "x-present") == ["nope"]
+    assert upstream_headers(doc, "x-app") == ["two"]
 
 
 def test_request_querystring(gw):
@@ -199,7 +159,7 @@ def test_http_method(gw):
 
 def test_replace_host(gw):
     doc = echoed(request(gw.port, "GET", "/based/x", host="public.example"))
-    assert up_headers(doc, "host") == ["internal.example"]
+    assert upstream_headers(doc, "host") == ["internal.example"]
 
 
 # ---- request-transformer: bodies ----
@@ -213,7 +173,7 @@ def test_json_body(gw):
     doc = echoed(request(gw.port, "POST", "/body/x", body=JSON_IN,
                          headers=[("Content-Type", "application/json; charset=utf-8")]))
     assert doc["body"] == JSON_OUT
-    assert up_headers(doc, "content-length") == [str(len(JSON_OUT))]
+    assert upstream_headers(doc, "content-length") == [str(len(JSON_OUT))]
 
 
 def test_json_body_chunked(gw):
@@ -230,7 +190,7 @@ def test_form_body(gw):
                          headers=[("Content-Type", "application/x-www-form-urlencoded")]))
     want = "new=o&rep=R&keep=yes&list=a&s=str&sp=a+b&add=A&list=x&s=y"
     assert doc["body"] == want
-    assert up_headers(doc, "content-length") == [str(len(want))]
+    assert upstream_headers(doc, "content-length") == [str(len(want))]
 
 
 @pytest.mark.parametrize("ctype,body", [
@@ -315,39 +275,22 @@ def test_local_answer_gets_headers_not_json(gw):
 
 # ---- config ----
 
-def check(tmp_path, plugin, config_yaml):
-    p = tmp_path / "c.yaml"
-    p.write_text("""listen: ["127.0.0.1:1"]
-services:
-  - name: s
-    url: http://127.0.0.1:9
-    routes:
-      - name: r
-        paths: [/]
-        plugins:
-          - name: %s
-            config:
-%s
-""" % (plugin, config_yaml))
-    res = subprocess.run([turnpike_bin(), "-t", "-c", str(p)], capture_output=True, timeout=20)
-    return res, str(p)
-
-
 def test_kong_files_load(tmp_path):
-    res, _ = check(tmp_path, "request-transformer", """              http_method: null
+    rc, err = check_plugin_config(tmp_path, "request-transformer",
+                                  """              http_method: null
               remove: {headers: [], querystring: [], body: []}
               rename: {headers: [], querystring: [], body: []}
               replace: {headers: [], querystring: [], body: [], uri: null}
               add: {headers: ["x-a:1"], querystring: [], body: []}
               append: {headers: [], querystring: [], body: []}""")
-    assert res.returncode == 0, res.stderr
-    res, _ = check(tmp_path, "response-transformer",
-                   """              remove: {headers: [], json: []}
+    assert rc == 0, err
+    rc, err = check_plugin_config(tmp_path, "response-transformer",
+                                  """              remove: {headers: [], json: []}
               rename: {headers: [], json: []}
               replace: {headers: [], json: [], json_types: []}
               add: {headers: [], json: ["a:1"], json_types: [number]}
               append: {headers: [], json: [], json_types: []}""")
-    assert res.returncode == 0, res.stderr
+    assert rc == 0, err
 
 
 @pytest.mark.parametrize("plugin,config,line,col,text", [
@@ -372,10 +315,8 @@ def test_kong_files_load(tmp_path):
      'unknown key "json_types"'),
 ])
 def test_config_errors(tmp_path, plugin, config, line, col, text):
-    res, path = check(tmp_path, plugin, config)
-    assert res.returncode == 1
-    err = res.stderr.decode()
-    m = re.search(re.escape(path) + r":(\d+):(\d+): (.*)", err)
-    assert m, err
-    assert (int(m.group(1)), int(m.group(2))) == (line, col), err
-    assert "plugins[0](%s).config" % plugin in m.group(3) and text in m.group(3), err
+    rc, err = check_plugin_config(tmp_path, plugin, config)
+    assert rc == 1
+    lines = config_errors(err)
+    assert lines and lines[0].startswith("%d:%d: " % (line, col)), err
+    assert "plugins[0](%s).config" % plugin in lines[0] and text in lines[0], err

@@ -1,9 +1,8 @@
 """Traffic splitting (canary): a route sends weighted shares of its traffic to several services,
 optionally sticky by a header or a cookie."""
 
-import subprocess
 
-from conftest import check_alive, route, service, turnpike_bin
+from conftest import check_alive, check_config, config_errors, route, service
 from rawhttp import Client
 
 
@@ -59,15 +58,14 @@ def test_sticky_cookie(stack):
 
 
 def test_split_to_unknown_service_is_a_config_error(tmp_path):
-    p = tmp_path / "t.yaml"
-    p.write_text("services:\n"
-                 "  - name: a\n"
-                 "    url: http://127.0.0.1:9\n"
-                 "    routes:\n"
-                 "      - paths: [/a]\n"
-                 "        split:\n"
-                 "          - {service: a, weight: 9}\n"
-                 "          - {service: nope, weight: 1}\n")
-    res = subprocess.run([turnpike_bin(), "-t", "-c", str(p)], capture_output=True, timeout=20)
-    assert res.returncode == 1
-    assert (str(p) + ":8:13: split: no service named nope").encode() in res.stderr, res.stderr
+    rc, err = check_config(tmp_path, "services:\n"
+                                     "  - name: a\n"
+                                     "    url: http://127.0.0.1:9\n"
+                                     "    routes:\n"
+                                     "      - paths: [/a]\n"
+                                     "        split:\n"
+                                     "          - {service: a, weight: 9}\n"
+                                     "          - {service: nope, weight: 1}\n")
+    assert rc == 1
+    assert any(l.startswith("8:13: split: no service named nope")
+               for l in config_errors(err)), err

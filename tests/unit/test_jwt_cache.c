@@ -10,13 +10,12 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "jwt_fixtures.h"
 #include "plugins/jwt_cache.h"
 #include "plugins/jwt_verify.h"
 
@@ -41,75 +40,10 @@ static void digest(unsigned char d[TP_JWT_DIGEST_LEN], uint64_t set, unsigned n)
     d[8] = (unsigned char)n;
 }
 
-static char *b64url(const unsigned char *p, size_t n)
-{
-    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    char *out = malloc(n / 3 * 4 + 5), *o = out;
-    size_t i = 0;
-    for (; i + 2 < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-        *o++ = tbl[v >> 18];
-        *o++ = tbl[(v >> 12) & 63];
-        *o++ = tbl[(v >> 6) & 63];
-        *o++ = tbl[v & 63];
-    }
-    if (n - i == 1) {
-        *o++ = tbl[p[i] >> 2];
-        *o++ = tbl[(p[i] & 3) << 4];
-    } else if (n - i == 2) {
-        uint32_t v = (uint32_t)p[i] << 8 | p[i + 1];
-        *o++ = tbl[v >> 10];
-        *o++ = tbl[(v >> 4) & 63];
-        *o++ = tbl[(v & 15) << 2];
-    }
-    *o = '\0';
-    return out;
-}
-
 /* An RS256 token of payload signed with priv (malloc'd). */
 static char *rs256(const char *payload, EVP_PKEY *priv)
 {
-    const char *hdr = "{\"alg\":\"RS256\"}";
-    char *h = b64url((const unsigned char *)hdr, strlen(hdr));
-    char *p = b64url((const unsigned char *)payload, strlen(payload));
-    size_t in_len = strlen(h) + 1 + strlen(p);
-    char *input = malloc(in_len + 1);
-    snprintf(input, in_len + 1, "%s.%s", h, p);
-    unsigned char sig[512];
-    size_t sig_len = sizeof(sig);
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    assert_int_equal(EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, priv), 1);
-    assert_int_equal(EVP_DigestSign(ctx, sig, &sig_len, (unsigned char *)input, in_len), 1);
-    EVP_MD_CTX_free(ctx);
-    char *s = b64url(sig, sig_len);
-    size_t len = in_len + 1 + strlen(s);
-    char *tok = malloc(len + 1);
-    snprintf(tok, len + 1, "%s.%s", input, s);
-    free(h);
-    free(p);
-    free(input);
-    free(s);
-    return tok;
-}
-
-static EVP_PKEY *rsa_key(void)
-{
-    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
-    assert_non_null(k);
-    return k;
-}
-
-static void pem_key(EVP_PKEY *priv, struct tp_jwt_key *k)
-{
-    BIO *bio = BIO_new(BIO_s_mem());
-    assert_int_equal(PEM_write_bio_PUBKEY(bio, priv), 1);
-    char *data;
-    long n = BIO_get_mem_data(bio, &data);
-    const char *why = NULL;
-    int rc = tp_jwt_key_from_pem(k, data, (size_t)n, TP_JWT_ALG_ANY, NULL, &why);
-    if (rc != 0)
-        fail_msg("PEM refused: %s", why);
-    BIO_free(bio);
+    return sign_token("{\"alg\":\"RS256\"}", payload, TP_JWT_RS256, priv, NULL);
 }
 
 static void parse(const char *tok, struct tp_jwt *t)
@@ -244,11 +178,11 @@ static void test_expiry_from_exp(void **state)
 static void test_verify_cached(void **state)
 {
     (void)state;
-    EVP_PKEY *priv = rsa_key(), *other = rsa_key();
+    EVP_PKEY *priv = gen_key("RSA", NULL), *other = gen_key("RSA", NULL);
     struct tp_jwt_key k, k_again, k_other, hmac;
-    pem_key(priv, &k);
-    pem_key(priv, &k_again);
-    pem_key(other, &k_other);
+    pem_key(priv, TP_JWT_ALG_ANY, &k);
+    pem_key(priv, TP_JWT_ALG_ANY, &k_again);
+    pem_key(other, TP_JWT_ALG_ANY, &k_other);
     assert_true(k.has_id);
     /* the identity is the key, not the object: same key twice, same id; other key, other id */
     assert_memory_equal(k.id, k_again.id, TP_JWT_KEY_ID_LEN);
