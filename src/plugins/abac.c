@@ -72,8 +72,8 @@ static void put_time(struct tp_expr_value *out, struct tp_plugin_ctx *ctx, enum 
 
     if (!gmtime_r(&now, &tm))
         return;
-    out->kind = TP_EXPR_V_NUMBER;
-    out->u.num = a == TP_EXPR_TIME_HOUR     ? tm.tm_hour
+    out->kind = TP_EXPR_V_INTEGER;
+    out->u.i = a == TP_EXPR_TIME_HOUR     ? tm.tm_hour
                  : a == TP_EXPR_TIME_MINUTE ? tm.tm_min
                                             : tm.tm_wday;
 }

@@ -21,6 +21,7 @@
 #include "turnpike/consumer.h"
 #include "turnpike/config.h"
 #include "turnpike/plugin.h"
+#include "turnpike/snapshot.h"
 
 #include <crypt.h>
 #include <openssl/crypto.h>
@@ -56,6 +57,7 @@ struct basic_auth {
     const struct tp_consumer *anonymous; /* resolved at compile, or NULL */
     char *www_authenticate;              /* Basic realm="...", charset="UTF-8" */
     size_t www_authenticate_len;
+    char *dummy_hash;                    /* crypt(3) setting verified for unknown users */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -112,7 +114,31 @@ static void basic_auth_destroy(void *vinst)
     if (!ba)
         return;
     free(ba->www_authenticate);
+    free(ba->dummy_hash);
     free(ba);
+}
+
+/*
+ * What an unknown user's password is checked against, so that "no such user" costs as much
+ * as "wrong password" and the answer time does not tell which usernames exist. The first
+ * basic-auth credential's hash (same method, cost and salt length; the result is thrown
+ * away, so its password opens nothing here); without credentials, a fresh yescrypt setting
+ * of the default cost, as plain-text passwords get at load. Credentials of mixed methods or
+ * costs leave a difference between them (docs/plugins/basic-auth.md).
+ */
+static char *dummy_hash(const struct tp_snapshot *snap)
+{
+    char salt[CRYPT_GENSALT_OUTPUT_SIZE];
+
+    for (size_t i = 0; snap && snap->config && i < snap->config->num_consumers; i++) {
+        const struct tp_conf_consumer *c = &snap->config->consumers[i];
+        for (size_t j = 0; j < c->num_basicauth; j++)
+            if (c->basicauth[j].password)
+                return strdup(c->basicauth[j].password);
+    }
+    if (!crypt_gensalt_rn("$y$", 0, NULL, 0, salt, sizeof(salt)))
+        return NULL;
+    return strdup(salt);
 }
 
 static int basic_auth_compile(struct tp_plugin_build *b, const void *vconf, void **out)
@@ -129,6 +155,10 @@ static int basic_auth_compile(struct tp_plugin_build *b, const void *vconf, void
         return tp_plugin_build_error(b, NULL, "out of memory");
     }
     ba->conf = conf;
+    if (!(ba->dummy_hash = dummy_hash(b->snap))) {
+        basic_auth_destroy(ba);
+        return tp_plugin_build_error(b, NULL, "cannot make a crypt(3) setting (libxcrypt)");
+    }
     if (tp__auth_anonymous(b, conf->anonymous, &ba->anonymous) != 0) {
         basic_auth_destroy(ba);
         return -1;
@@ -346,26 +376,33 @@ static bool crypt_matches(struct basic_worker *w, const char *password, const ch
     return ok;
 }
 
-/* 0 with *ok set, or an error (the request then fails with 500). */
-static int verify_password(struct tp_plugin_ctx *ctx, const struct tp_credential *cred,
-                           struct tp_slice user, struct tp_slice password, bool *ok)
+/*
+ * 0 with *ok set, or an error (the request then fails with 500). cred NULL: an unknown user,
+ * checked against the instance's dummy hash and always wrong — at the same cost as a known
+ * user's wrong password, the first time and (through the cache, as a failure that can only
+ * replace other failures) the next times.
+ */
+static int verify_password(struct tp_plugin_ctx *ctx, const struct basic_auth *ba,
+                           const struct tp_credential *cred, struct tp_slice user,
+                           struct tp_slice password, bool *ok)
 {
-    const struct tp_conf_credential *cc = cred->conf;
+    const struct tp_conf_credential *cc = cred ? cred->conf : NULL;
+    const char *stored = cred ? (cc ? cc->password : NULL) : ba->dummy_hash;
     struct basic_worker *w = worker_state(ctx);
     unsigned char digest[DIGEST_LEN];
 
     *ok = false;
     if (!w)
         return TP_ENOMEM;
-    if (!cc || !cc->password || password.len >= CRYPT_MAX_PASSPHRASE_SIZE)
+    if (!stored || password.len >= CRYPT_MAX_PASSPHRASE_SIZE)
         return 0; /* no hash to match, or longer than crypt(3) accepts: wrong */
-    if (verdict_digest(w, user, password, cc->password, digest) != 0)
+    if (verdict_digest(w, user, password, stored, digest) != 0)
         return TP_EIO;
     const struct verdict *v = verdict_find(w, digest);
     if (v) {
         *ok = v->state == VERDICT_GOOD;
     } else {
-        *ok = crypt_matches(w, password.ptr, cc->password);
+        *ok = crypt_matches(w, password.ptr, stored) && cred != NULL;
         verdict_put(w, digest, *ok);
     }
     OPENSSL_cleanse(digest, sizeof(digest));
@@ -442,14 +479,12 @@ static enum tp_plugin_status authenticate(struct tp_plugin_ctx *ctx, const struc
     if (!use) {
         if (pa->rc == TP_EINVAL || au->rc == TP_EINVAL)
             return deny(ctx, ba, MSG_INVALID, "malformed basic credentials");
-        if (pa->rc == 0) /* well formed, unknown user, and nothing else to try */
-            return deny(ctx, ba, MSG_INVALID, "invalid basic credentials");
-        /* only other schemes (Bearer...): not ours — another auth plugin may take them */
-        return deny(ctx, ba, MSG_INVALID, "no basic credentials");
+        if (pa->rc != 0) /* only other schemes (Bearer...): another auth plugin may take them */
+            return deny(ctx, ba, MSG_INVALID, "no basic credentials");
+        use = pa; /* well formed, unknown user, and nothing else to try */
     }
-    if (!cred)
-        return deny(ctx, ba, MSG_INVALID, "invalid basic credentials");
-    if (verify_password(ctx, cred, use->user, use->password, &ok) != 0)
+    /* an unknown user (cred NULL) pays for a hash too: timing must not reveal usernames */
+    if (verify_password(ctx, ba, cred, use->user, use->password, &ok) != 0)
         return TP_PLUGIN_ERROR;
     if (!ok)
         return deny(ctx, ba, MSG_INVALID, "invalid basic credentials");

@@ -19,6 +19,7 @@
 #include "plugins/expr.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -446,8 +447,8 @@ static void json_to_value(const json_t *j, struct tp_expr_value *out)
         out->u.str = (struct tp_slice){json_string_value(j), json_string_length(j)};
         break;
     case JSON_INTEGER:
-        out->kind = TP_EXPR_V_NUMBER;
-        out->u.num = (double)json_integer_value(j);
+        out->kind = TP_EXPR_V_INTEGER; /* json_int_t is long long: exact */
+        out->u.i = (int64_t)json_integer_value(j);
         break;
     case JSON_REAL:
         out->kind = TP_EXPR_V_NUMBER;
@@ -1115,7 +1116,12 @@ static int parse_or(struct parser *p)
     return parse_chain(p, T_OR, OP_OR, parse_and);
 }
 
-static int parse_number(struct parser *p)
+/*
+ * The value of the number token at p->tok: an integer literal stays an exact int64 (a JSON
+ * integer claim is compared with it exactly), a literal with a fraction is a double. An
+ * integer outside the int64 range is refused rather than silently rounded.
+ */
+static int number_value(struct parser *p, struct tp_expr_value *v)
 {
     char buf[64];
 
@@ -1123,11 +1129,31 @@ static int parse_number(struct parser *p)
         return fail(p, p->tok.pos, "number is too long");
     memcpy(buf, p->src + p->tok.pos, p->tok.len);
     buf[p->tok.len] = '\0';
+    if (!memchr(buf, '.', p->tok.len)) {
+        errno = 0;
+        long long n = strtoll(buf, NULL, 10);
+        if (errno == ERANGE)
+            return fail(p, p->tok.pos,
+                        "integer out of range (-9223372036854775808..9223372036854775807)");
+        v->kind = TP_EXPR_V_INTEGER;
+        v->u.i = (int64_t)n;
+        return 0;
+    }
+    v->kind = TP_EXPR_V_NUMBER;
+    v->u.num = strtod(buf, NULL);
+    return 0;
+}
+
+static int parse_number(struct parser *p)
+{
+    struct tp_expr_value v = {0};
+
+    if (number_value(p, &v) < 0)
+        return -1;
     int i = new_node(p, OP_CONST, TY_NUM, p->tok.pos);
     if (i < 0)
         return -1;
-    node_at(p, i)->u.v.kind = TP_EXPR_V_NUMBER;
-    node_at(p, i)->u.v.u.num = strtod(buf, NULL);
+    node_at(p, i)->u.v = v;
     next(p);
     return i;
 }
@@ -1164,14 +1190,8 @@ static int parse_list_item(struct parser *p, struct list_item *item, enum type *
         item->v.kind = TP_EXPR_V_STRING;
         if (decode_string(p, &item->v.u.str) < 0)
             return -1;
-    } else {
-        char buf[64];
-        if (p->tok.len >= sizeof(buf))
-            return fail(p, p->tok.pos, "number is too long");
-        memcpy(buf, p->src + p->tok.pos, p->tok.len);
-        buf[p->tok.len] = '\0';
-        item->v.kind = TP_EXPR_V_NUMBER;
-        item->v.u.num = strtod(buf, NULL);
+    } else if (number_value(p, &item->v) < 0) {
+        return -1;
     }
     next(p);
     return 0;
@@ -1465,20 +1485,62 @@ static bool ip_in_cidrs(const struct tp_expr_value *ip, const struct node *cidrs
     return false;
 }
 
-/* Equality of two non-null values; different runtime kinds are unequal. */
+/* Order an int64 and a finite-or-NaN double exactly: -1, 0, 1, or 2 when d is NaN. */
+static int int_real_cmp(int64_t i, double d)
+{
+    if (d != d)
+        return 2;
+    if (d >= 9223372036854775808.0) /* 2^63: above every int64 */
+        return -1;
+    if (d < -9223372036854775808.0)
+        return 1;
+    int64_t t = (int64_t)d; /* truncation: exact, |d| < 2^63 */
+    if (i != t)
+        return i < t ? -1 : 1;
+    double frac = d - (double)t; /* exact: the fraction bits of d */
+    return frac > 0 ? -1 : frac < 0 ? 1 : 0;
+}
+
+int tp_expr_num_cmp(const struct tp_expr_value *a, const struct tp_expr_value *b)
+{
+    bool ai = a->kind == TP_EXPR_V_INTEGER, bi = b->kind == TP_EXPR_V_INTEGER;
+
+    if ((!ai && a->kind != TP_EXPR_V_NUMBER) || (!bi && b->kind != TP_EXPR_V_NUMBER))
+        return 2;
+    if (ai && bi)
+        return a->u.i < b->u.i ? -1 : a->u.i > b->u.i;
+    if (ai)
+        return int_real_cmp(a->u.i, b->u.num);
+    if (bi) {
+        int c = int_real_cmp(b->u.i, a->u.num);
+        return c == 2 ? 2 : -c;
+    }
+    if (a->u.num < b->u.num)
+        return -1;
+    if (a->u.num > b->u.num)
+        return 1;
+    return a->u.num == b->u.num ? 0 : 2;
+}
+
+static bool is_numeric(const struct tp_expr_value *v)
+{
+    return v->kind == TP_EXPR_V_INTEGER || v->kind == TP_EXPR_V_NUMBER;
+}
+
+/* Equality of two non-null values; different runtime kinds are unequal, except numbers. */
 static bool value_eq(const struct tp_expr_value *a, const struct tp_expr_value *b)
 {
     if (a->kind == TP_EXPR_V_IP && b->kind == TP_EXPR_V_CIDRS)
         return ip_in_cidrs(a, b->u.internal);
     if (b->kind == TP_EXPR_V_IP && a->kind == TP_EXPR_V_CIDRS)
         return ip_in_cidrs(b, a->u.internal);
+    if (is_numeric(a) && is_numeric(b))
+        return tp_expr_num_cmp(a, b) == 0;
     if (a->kind != b->kind)
         return false;
     switch (a->kind) {
     case TP_EXPR_V_BOOL:
         return a->u.b == b->u.b;
-    case TP_EXPR_V_NUMBER:
-        return a->u.num == b->u.num;
     case TP_EXPR_V_STRING:
         return a->u.str.len == b->u.str.len &&
                (a->u.str.len == 0 || memcmp(a->u.str.ptr, b->u.str.ptr, a->u.str.len) == 0);
@@ -1573,17 +1635,18 @@ static bool eval_binary(const struct eval_env *x, const struct node *n)
     default:
         break;
     }
-    if (a.kind != TP_EXPR_V_NUMBER || b.kind != TP_EXPR_V_NUMBER)
-        return false;
+    int c = tp_expr_num_cmp(&a, &b);
+    if (c == 2)
+        return false; /* not two numbers */
     switch (n->op) {
     case OP_LT:
-        return a.u.num < b.u.num;
+        return c < 0;
     case OP_LE:
-        return a.u.num <= b.u.num;
+        return c <= 0;
     case OP_GT:
-        return a.u.num > b.u.num;
+        return c > 0;
     default:
-        return a.u.num >= b.u.num;
+        return c >= 0;
     }
 }
 

@@ -91,7 +91,8 @@ struct tp_expr_attr_ref {
 enum tp_expr_kind {
     TP_EXPR_V_NULL = 0,
     TP_EXPR_V_BOOL,
-    TP_EXPR_V_NUMBER,
+    TP_EXPR_V_NUMBER,  /* a JSON real, or a number literal with a fraction: u.num */
+    TP_EXPR_V_INTEGER, /* a JSON integer or integer literal: u.i, exact (never via a double) */
     TP_EXPR_V_STRING,
     TP_EXPR_V_STRINGS, /* borrowed array of C strings (consumer groups) */
     TP_EXPR_V_JSON,    /* a JSON array or object (claims), borrowed */
@@ -106,6 +107,7 @@ struct tp_expr_value {
     union {
         bool b;
         double num;
+        int64_t i;
         struct tp_slice str;
         struct {
             const char *const *items;
@@ -146,7 +148,8 @@ void tp_expr_attr_free(struct tp_expr_attr_ref *ref);
 
 /**
  * Read an attribute through lookup, walking JWT claim paths, and convert JSON scalars:
- * strings, numbers, booleans become their kinds, JSON null and absent claims become null.
+ * strings, booleans become their kinds, JSON integers TP_EXPR_V_INTEGER (exact int64), JSON
+ * reals TP_EXPR_V_NUMBER; JSON null and absent claims become null.
  */
 void tp_expr_attr_fetch(const struct tp_expr_attr_ref *ref, tp_expr_lookup_fn lookup, void *env,
                         struct tp_expr_value *out);
@@ -158,6 +161,14 @@ void tp_expr_attr_fetch(const struct tp_expr_attr_ref *ref, tp_expr_lookup_fn lo
  */
 void tp_expr_request_lookup(void *env, const struct tp_expr_attr_ref *ref,
                             struct tp_expr_value *out);
+
+/**
+ * Order two numeric values (TP_EXPR_V_INTEGER or TP_EXPR_V_NUMBER, in any mix) exactly: two
+ * integers compare as int64 (9007199254740993 != 9007199254740992, which a double cannot
+ * tell apart), an integer and a real compare by their mathematical values.
+ * @return -1, 0 or 1 (a < b, a == b, a > b); 2 when unordered (a NaN, or a non-numeric kind).
+ */
+int tp_expr_num_cmp(const struct tp_expr_value *a, const struct tp_expr_value *b);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Expressions                                                                                */

@@ -959,7 +959,10 @@ static enum tp_plugin_status jwt_access(struct tp_plugin_ctx *ctx, const void *v
     struct tp_slice token = {0};
     const char *why = NULL;
 
-    if (!j->conf->run_on_preflight && TP_SLICE_IEQ(tp_plugin_method(ctx), "OPTIONS"))
+    struct tp_slice method = tp_plugin_method(ctx);
+
+    /* methods are case-sensitive (RFC 9110 §9.1): "options" is not a preflight (as key-auth) */
+    if (!j->conf->run_on_preflight && method.len == 7 && memcmp(method.ptr, "OPTIONS", 7) == 0)
         return TP_PLUGIN_CONTINUE;
     switch (find_token(ctx, j->conf, &token)) {
     case TOKEN_NONE:

@@ -40,6 +40,7 @@ double tp_jwks_now(void)
 void tp_jwks_source_free(struct tp_jwks_source *src)
 {
     free(src->url);
+    free(src->log_url);
     free(src->cache_key);
     free(src->host);
     free(src->host_header);
@@ -97,7 +98,11 @@ int tp_jwks_source_parse(const char *url, struct tp_jwks_source *src, const char
     src->host = bracketed ? strndup(host + 1, hl - 2) : strdup(host);
     src->host_header = port > 0 ? join(host, ":", portbuf) : strdup(host);
     src->target = join(path && *path ? path : "/", query ? "?" : "", query ? query : "");
-    if (src->url && src->cache_key && src->host && src->host_header && src->target)
+    if (src->host_header)
+        src->log_url = join(src->https ? "https://" : "http://", src->host_header,
+                            path && *path ? path : "/");
+    if (src->url && src->log_url && src->cache_key && src->host && src->host_header &&
+        src->target)
         rc = 0;
 out:
     evhttp_uri_free(u);
@@ -135,7 +140,7 @@ struct tp_jwks_cache *tp_jwks_cache_get(struct tp_plugin_ctx *ctx,
     if (c)
         return c;
     c = calloc(1, sizeof(*c));
-    if (!c || !(c->url = strdup(src->url))) {
+    if (!c || !(c->url = strdup(src->log_url))) {
         free(c);
         return NULL;
     }

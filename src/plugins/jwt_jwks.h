@@ -29,6 +29,8 @@ struct evhttp_request;
 /** A parsed jwks_uri (config time, immutable). */
 struct tp_jwks_source {
     char *url;        /* as configured */
+    char *log_url;    /* for logs: scheme://host[:port]/path — no query (it may carry an API
+                         key or a token) */
     char *cache_key;  /* "jwt:jwks:<url>" */
     char *host;       /* without brackets */
     char *host_header;/* Host: value (host[:port]) */
@@ -46,7 +48,7 @@ struct tp_jwks_fetch_opts {
 
 /** One URL's keys on one worker. */
 struct tp_jwks_cache {
-    char *url;
+    char *url;                      /* the source's log_url: what log lines name */
     struct tp_jwks keys;            /* the last good set (may be empty before the first) */
     bool loaded;                    /* a fetch has succeeded at least once */
     bool fetching;

@@ -256,11 +256,11 @@ static bool query_arg_is(const struct query_arg *a, const struct key_name *n)
     return a->seg.len && tp__xf_form_eq(a->name, (struct tp_slice){n->query, n->query_len});
 }
 
-/* One `name` argument of a query string, split at '&'. */
+/* The `name=value` arguments of a query string, split at '&'. A bare `name` (a flag, no
+ * '=') carries no key and is not counted: `?apikey&apikey=k` holds one key, not two. */
 struct query_hit {
-    unsigned count;        /* arguments with this name, with or without '=' */
-    bool has_value;        /* the first one has a '=' */
-    struct tp_slice value; /* its raw (still encoded) value */
+    unsigned count;        /* `name=...` arguments */
+    struct tp_slice value; /* the first one's raw (still encoded) value */
 };
 
 static void query_find(struct tp_slice q, const struct key_name *n, struct query_hit *hit)
@@ -268,13 +268,9 @@ static void query_find(struct tp_slice q, const struct key_name *n, struct query
     struct query_arg a;
     size_t pos = 0;
     memset(hit, 0, sizeof(*hit));
-    while (query_next(q, &pos, &a)) {
-        if (query_arg_is(&a, n) && hit->count++ == 0) {
-            hit->has_value = a.eq != NULL;
-            if (a.eq)
-                hit->value = (struct tp_slice){a.eq + 1, a.seg.len - a.name.len - 1};
-        }
-    }
+    while (query_next(q, &pos, &a))
+        if (a.eq && query_arg_is(&a, n) && hit->count++ == 0)
+            hit->value = (struct tp_slice){a.eq + 1, a.seg.len - a.name.len - 1};
 }
 
 /* The query without any `name` argument, sent upstream instead (hide_credentials). */
@@ -333,7 +329,7 @@ static enum key_found find_key(struct tp_plugin_ctx *ctx, const struct key_auth 
         query_find(q, n, &hit);
         if (hit.count > 1)
             return KEY_DUPLICATE;
-        if (hit.count == 1 && hit.has_value) {
+        if (hit.count == 1) {
             /* Kong compares the decoded value; the decoded form is never longer. */
             char *buf = tp_plugin_alloc(ctx, hit.value.len + 1);
             if (!buf)
@@ -342,7 +338,7 @@ static enum key_found find_key(struct tp_plugin_ctx *ctx, const struct key_auth 
             key->len = tp__xf_form_decode(hit.value.ptr, hit.value.len, buf);
             return KEY_FOUND;
         }
-        /* `?apikey` without '=' is no key (Kong reads it as a flag): try the next name */
+        /* none, or only flags (`?apikey` without '='): no key here, try the next name */
     }
     return KEY_NONE;
 }

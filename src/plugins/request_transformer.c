@@ -17,6 +17,7 @@
  */
 #include "plugins/transform_util.h"
 #include "turnpike/plugin.h"
+#include "turnpike/router.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -152,12 +153,31 @@ static void check_uri(struct tp_plugin_build *b, const char *uri)
         tp_plugin_build_error(b, at, "replace.uri: templates \"$(...)\" are not supported");
         return;
     }
+    size_t len = strlen(uri), out_len = 0;
     bool ok = uri[0] == '/';
     for (const char *p = uri; ok && *p; p++)
         ok = (unsigned char)*p > ' ' && *p != '?' && *p != '#' && (unsigned char)*p != 0x7f;
-    if (!ok)
+    if (!ok) {
         tp_plugin_build_error(b, at, "replace.uri \"%s\" must be a path starting with '/' (no "
                               "spaces, '?' or '#')", uri);
+        return;
+    }
+    /* The gateway's own rules for client paths (README "Path normalisation"): a path it would
+     * refuse from a client (%00, a backslash, %2F, bad escapes) or rewrite ("..", "//", %41) must
+     * not reach the upstream through the config either. */
+    char *norm = malloc(len + 1);
+    if (!norm) {
+        tp_plugin_build_error(b, at, "out of memory");
+        return;
+    }
+    if (tp_path_normalize(uri, len, norm, &out_len, 0) != 0)
+        tp_plugin_build_error(b, at, "replace.uri \"%s\" is a path the gateway refuses from "
+                              "clients (%%00, '\\', %%2F, a malformed escape or a byte outside "
+                              "RFC 3986)", uri);
+    else if (out_len != len || memcmp(norm, uri, len) != 0)
+        tp_plugin_build_error(b, at, "replace.uri \"%s\" is not normalised: write \"%.*s\"", uri,
+                              (int)out_len, norm);
+    free(norm);
 }
 
 static int rt_validate(struct tp_plugin_build *b, void *conf)
@@ -268,6 +288,38 @@ static int transform_query(struct tp_plugin_ctx *ctx, const struct rt_inst *in)
 /* tp_plugin_data markers: which body parser the request_body hook uses. */
 static char media_json, media_form;
 
+/* A comma outside a quoted string: a list of media types, where one is allowed (RFC 9110
+ * §8.3 makes Content-Type a singleton field). */
+static bool has_list_comma(struct tp_slice v)
+{
+    bool quoted = false;
+
+    for (size_t i = 0; i < v.len; i++) {
+        if (quoted && v.ptr[i] == '\\')
+            i++;
+        else if (v.ptr[i] == '"')
+            quoted = !quoted;
+        else if (!quoted && v.ptr[i] == ',')
+            return true;
+    }
+    return false;
+}
+
+/*
+ * Two Content-Type fields (or one holding a list) leave the body's type to the reader: the
+ * transformer would judge it by the first, the upstream may take the last and read a body
+ * the transformer skipped (a field meant to be removed would get through). Refused, when
+ * body edits are configured. Headers are seen as the upstream will get them.
+ */
+static bool ambiguous_content_type(struct tp_plugin_ctx *ctx)
+{
+    struct tp_slice ct;
+
+    if (tp_plugin_header(ctx, "Content-Type", 1, &ct))
+        return true;
+    return tp_plugin_header(ctx, "Content-Type", 0, &ct) && has_list_comma(ct);
+}
+
 static enum tp_plugin_status rt_access(struct tp_plugin_ctx *ctx, const void *inst)
 {
     const struct rt_inst *in = inst;
@@ -282,7 +334,14 @@ static enum tp_plugin_status rt_access(struct tp_plugin_ctx *ctx, const void *in
         return TP_PLUGIN_ERROR;
     if (in->http_method && tp_plugin_set_method(ctx, tp_slice_cstr(in->http_method)) != 0)
         return TP_PLUGIN_ERROR;
-    if (!in->has[T_BODY] || !tp_plugin_header(ctx, "Content-Type", 0, &ct))
+    if (!in->has[T_BODY])
+        return TP_PLUGIN_CONTINUE;
+    if (ambiguous_content_type(ctx)) { /* after our own header edits: as the upstream sees it */
+        tp_plugin_security_log(ctx, 400, "request-transformer: ambiguous Content-Type");
+        tp_plugin_respond(ctx, 400, "ambiguous Content-Type");
+        return TP_PLUGIN_RESPOND;
+    }
+    if (!tp_plugin_header(ctx, "Content-Type", 0, &ct))
         return TP_PLUGIN_CONTINUE;
     enum tp__xf_media m = tp__xf_media_type(ct);
     if (m == TP_XF_MEDIA_OTHER)

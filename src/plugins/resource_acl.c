@@ -31,6 +31,8 @@
 #include "turnpike/consumer.h"
 #include "turnpike/plugin.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,6 +79,7 @@ struct racl_rule {
     size_t num_groups;
     char **consumers;
     size_t num_consumers;
+    struct tp_conf_mark *consumer_marks; /* [num_consumers]: checked against the snapshot */
     struct racl_owner *owner; /* NULL: none */
     bool public_access;       /* `public` */
     struct tp_conf_mark mark;
@@ -212,6 +215,7 @@ static void free_rule(struct racl_rule *r)
     tp__authz_list_free(r->methods, r->num_methods);
     tp__authz_list_free(r->groups, r->num_groups);
     tp__authz_list_free(r->consumers, r->num_consumers);
+    free(r->consumer_marks);
     free_owner(r->owner);
     memset(r, 0, sizeof(*r));
 }
@@ -253,6 +257,29 @@ static void parse_methods(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t 
     r->methods = tp__cfg_string_list(ctx, key, value, tp__authz_cfg_method, &r->num_methods);
     if (value->type == YAML_SEQUENCE_NODE && r->num_methods == 0)
         tp__cfg_error(ctx, value, "\"%s\" must not be empty (omit it for any method)", key);
+}
+
+/* Consumer names, with the position of each: compile reports one that no consumer has. */
+static void parse_consumers(struct tp__cfg_ctx *ctx, const char *key, yaml_node_t *value,
+                            void *obj)
+{
+    struct racl_rule *r = obj;
+
+    tp__authz_list_free(r->consumers, r->num_consumers);
+    free(r->consumer_marks);
+    r->consumer_marks = NULL;
+    r->consumers = tp__cfg_string_list(ctx, key, value, NULL, &r->num_consumers);
+    if (r->num_consumers == 0)
+        return;
+    r->consumer_marks = calloc(r->num_consumers, sizeof(*r->consumer_marks));
+    if (!r->consumer_marks) {
+        tp__cfg_oom(ctx, value);
+        return;
+    }
+    for (size_t i = 0; i < r->num_consumers; i++) {
+        const yaml_node_t *item = tp__cfg_item(ctx, value, i);
+        r->consumer_marks[i] = tp__cfg_mark(item ? item : value);
+    }
 }
 
 static const struct tp__cfg_directive owner_keys[] = {
@@ -360,7 +387,7 @@ static const struct tp__cfg_directive rule_keys[] = {
     TP__CFG_STRLIST_KEY("routes", struct racl_rule, routes, num_routes),
     TP__CFG_CUSTOM_KEY("methods", parse_methods, false),
     TP__CFG_STRLIST_KEY("groups", struct racl_rule, groups, num_groups),
-    TP__CFG_STRLIST_KEY("consumers", struct racl_rule, consumers, num_consumers),
+    TP__CFG_CUSTOM_KEY("consumers", parse_consumers, false),
     TP__CFG_CUSTOM_KEY("owner", parse_owner, false),
     TP__CFG_BOOL_KEY("public", struct racl_rule, public_access, false),
 };
@@ -422,25 +449,38 @@ static void racl_free_conf(void *vconf)
     c->num_rules = 0;
 }
 
-/* A rule naming a route that does not exist is a typo that would never match. */
+/* Report at `mark` (compile has no YAML nodes: the marks were kept at load). */
+static int report_at(struct tp_plugin_build *b, struct tp_conf_mark mark, const char *what,
+                     size_t rule, const char *name)
+{
+    int line = b->line, column = b->column;
+
+    b->line = mark.line;
+    b->column = mark.column;
+    tp_plugin_build_error(b, NULL, "rules[%zu]: %s \"%s\"", rule, what, name);
+    b->line = line;
+    b->column = column;
+    return -1;
+}
+
+/* A rule naming a route or a consumer that does not exist is a typo that would never match
+ * (a consumer added later would need a reload anyway: consumers live in the same file). */
 static int racl_compile(struct tp_plugin_build *b, const void *vconf, void **inst)
 {
     const struct racl_conf *c = vconf;
-    int rc = 0, line = b->line, column = b->column;
+    int rc = 0;
 
     *inst = (void *)vconf;
     for (size_t i = 0; i < c->num_rules; i++) {
-        for (size_t j = 0; j < c->rules[i].num_routes; j++) {
-            const char *name = c->rules[i].routes[j];
-            if (!name || tp__authz_route_exists(b, name))
-                continue;
-            b->line = c->rules[i].mark.line;
-            b->column = c->rules[i].mark.column;
-            rc = tp_plugin_build_error(b, NULL, "rules[%zu]: no route is named \"%s\"", i, name);
-        }
+        const struct racl_rule *r = &c->rules[i];
+        for (size_t j = 0; j < r->num_routes; j++)
+            if (r->routes[j] && !tp__authz_route_exists(b, r->routes[j]))
+                rc = report_at(b, r->mark, "no route is named", i, r->routes[j]);
+        for (size_t j = 0; b->snap && r->consumer_marks && j < r->num_consumers; j++)
+            if (r->consumers[j] && !tp_consumer_find(b->snap, tp_slice_cstr(r->consumers[j])))
+                rc = report_at(b, r->consumer_marks[j], "no consumer has the username or id", i,
+                               r->consumers[j]);
     }
-    b->line = line;
-    b->column = column;
     return rc;
 }
 
@@ -485,17 +525,25 @@ static bool is_owner(const struct racl_owner *o, struct tp_plugin_ctx *ctx, stru
 {
     struct tp_expr_value v;
     char num[24];
+    int len;
 
     if (tp_plugin_is_anonymous(ctx) || id.len == 0)
         return false;
     tp_expr_attr_fetch(&o->attr, tp_expr_request_lookup, ctx, &v);
     if (v.kind == TP_EXPR_V_STRING)
         return slice_eq(v.u.str, id);
-    /* a numeric claim ("sub": 42) owns "/users/42" */
-    if (v.kind == TP_EXPR_V_NUMBER && v.u.num >= 0 && v.u.num < 9007199254740992.0 &&
-        v.u.num == (double)(uint64_t)v.u.num)
-        return slice_eq((struct tp_slice){num, tp_fmt_u64(num, (uint64_t)v.u.num)}, id);
-    return false;
+    /* An integer claim ("sub": 42) owns "/users/42": its exact decimal form, printed from the
+     * int64 (through a double, 1234567890123456789 would become ...784). A real with an
+     * integral value below 2^53 (42.0) owns the same form, as it always did. */
+    if (v.kind == TP_EXPR_V_INTEGER)
+        len = snprintf(num, sizeof(num), "%" PRId64, v.u.i);
+    else if (v.kind == TP_EXPR_V_NUMBER && v.u.num >= 0 && v.u.num < 9007199254740992.0 &&
+             v.u.num == (double)(uint64_t)v.u.num)
+        len = (int)tp_fmt_u64(num, (uint64_t)v.u.num);
+    else
+        return false;
+    return len > 0 && (size_t)len < sizeof(num) &&
+           slice_eq((struct tp_slice){num, (size_t)len}, id);
 }
 
 static enum tp_plugin_status refuse(struct tp_plugin_ctx *ctx, int status, const char *reason)

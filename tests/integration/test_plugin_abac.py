@@ -115,6 +115,9 @@ def abac_gw(mstack):
                      '"ops" in jwt.claims.realm.access.roles && jwt.claims.mfa && '
                      'jwt.claims["https://example.com/tenant"] == request.headers.x-tenant && '
                      'starts_with(jwt.claims.sub, "al") && jwt.claims.missing == null'}}]),
+        route("bigint", ["/jwt/bigint"], plugins=[jwt_plugin, {"name": "abac", "config": {
+            "allow": 'jwt.claims.uid == 9007199254740993 || '
+                     'jwt.claims.uid in [9223372036854775807, -9223372036854775808]'}}]),
     ]
     services = [service("auth", be.url, auth_routes, plugins=[{"name": "key-auth"}]),
                 service("open", be.url, open_routes),
@@ -197,6 +200,21 @@ def test_jwt_nested_and_typed_claims(abac_gw):
     assert get(missing=1) == 403
 
 
+def test_jwt_integer_claims_compare_exactly(abac_gw):
+    # integers above 2^53 are compared as int64, not as doubles (which would round
+    # 9007199254740993 to 9007199254740992)
+    def get(uid):
+        return request(abac_gw.port, "GET", "/jwt/bigint",
+                       headers=bearer(token("bob", uid=uid))).status
+    assert get(9007199254740993) == 200
+    assert get(9007199254740992) == 403
+    assert get(9007199254740994) == 403
+    assert get(9007199254740992.0) == 403
+    assert get(9223372036854775807) == 200
+    assert get(9223372036854775806) == 403
+    assert get(-9223372036854775808) == 200
+
+
 def test_security_log_and_status(stack):
     be = stack.backend("echo")
     svc = service("s", be.url, [
@@ -251,6 +269,8 @@ BAD = [
     ("              allow: \"starts_with(request.path, 1)\"\n", "11:49", "works on strings"),
     ("              allow: []\n", "11:22", "must not be empty"),
     ("              status: 403\n", "11:15", 'one of "allow" or "deny"'),
+    ("              allow: jwt.claims.uid == 9223372036854775808\n", "11:40",
+     "integer out of range"),
 ]
 
 

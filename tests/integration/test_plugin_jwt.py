@@ -280,6 +280,13 @@ def test_anonymous_and_preflight(main):
     assert_denied(get(main, "/hs/x", method="OPTIONS"), "Unauthorized", challenge=REALM)
 
 
+def test_preflight_method_is_case_sensitive(main):
+    # "options" is another method than OPTIONS (RFC 9110 §9.1), as key-auth has it
+    assert_denied(get(main, "/pre/x", method="options"), "Unauthorized", challenge=REALM)
+    assert_denied(get(main, "/pre/x", method="Options"), "Unauthorized", challenge=REALM)
+    assert get(main, "/pre/x", method="OPTIONS").status == 200
+
+
 def test_security_log_has_fixed_reasons_never_the_token(main):
     tok = raw({"alg": "HS256", "enc": "A128CBC-HS256"}, {"sub": "user1"})
     marker = tok.split(".")[1]
@@ -760,6 +767,17 @@ def test_jwks_server_down_fails_fast(stack):
     assert_denied(get(gw, "/r/x", bearer(rs("a"))), "No key found for the token")
     assert time.monotonic() - t0 < 2.0
     assert b"fetching JWKS" in gw.read(gw.error_log)
+
+
+def test_jwks_failure_log_has_no_query(stack):
+    # the query of a jwks_uri may carry an API key: the error log names the URL without it
+    port = dead_port()
+    gw = jwks_gateway(stack, "http://127.0.0.1:%d/keys/jwks?api_key=S3CR3T-jwks" % port)
+    assert_denied(get(gw, "/r/x", bearer(rs("a"))), "No key found for the token")
+    wait_until(lambda: b"fetching JWKS" in gw.read(gw.error_log), timeout=5.0)
+    log = gw.read(gw.error_log)
+    assert b"fetching JWKS http://127.0.0.1:%d/keys/jwks failed" % port in log, log
+    assert b"S3CR3T" not in log and b"api_key" not in log, log
 
 
 def test_jwks_server_that_never_answers_times_out(stack):

@@ -84,6 +84,21 @@ def test_missing_key_is_401_with_challenge(stack):
     assert get(gw, "/open/x").status == 200
 
 
+def test_query_flag_is_ignored_next_to_a_key(stack):
+    # a bare `?apikey` (no '=') carries no key wherever it stands: not a duplicate
+    gw = start(stack, {"key_names": ["apikey", "second"], "hide_credentials": True})
+    for query in ("apikey&apikey=" + ALICE_KEY, "apikey=%s&apikey" % ALICE_KEY,
+                  "apikey&x=1&apikey=%s&apikey" % ALICE_KEY):
+        doc = echoed(get(gw, "/k/x?" + query))
+        assert_consumer(doc, "alice")
+        assert doc["query"] == ("x=1" if "x=1" in query else ""), doc  # flags hidden too
+    # only a flag: the search goes on to the next name
+    assert_consumer(echoed(get(gw, "/k/x?apikey&second=" + BOB_KEY)), "bob")
+    # two real values are still a duplicate
+    assert_denied(get(gw, "/k/x?apikey&apikey=%s&apikey=%s" % (ALICE_KEY, ALICE_KEY)),
+                  "Duplicate API key found")
+
+
 def test_wrong_key_is_401_with_challenge(stack):
     gw = start(stack)
     assert_denied(get(gw, headers=[("apikey", WRONG_KEY)]), "Invalid authentication credentials")
@@ -331,6 +346,13 @@ def test_run_on_preflight_false(stack):
     assert doc["method"] == "OPTIONS"
     assert upstream_headers(doc, "x-consumer-username") == []
     assert_denied(get(gw), "No API key found in request")
+
+
+def test_run_on_preflight_method_is_case_sensitive(stack):
+    # "options" is another method than OPTIONS (RFC 9110 §9.1): it needs a key
+    gw = start(stack, {"run_on_preflight": False})
+    assert_denied(get(gw, method="options"), "No API key found in request")
+    assert_denied(get(gw, method="Options"), "No API key found in request")
 
 
 def test_run_on_preflight_default_checks_options(stack):

@@ -130,6 +130,22 @@ def test_owner_by_jwt_claim(gw):
     assert get("/me/42", 420).status == 403
 
 
+def test_owner_by_big_integer_claim(gw):
+    # an integer claim owns its exact decimal form, also above 2^53 (not via a double)
+    def get(target, claims):
+        claims.update(iss="iss-carol", exp=int(time.time()) + 300)
+        tok = pyjwt.encode(claims, JWT_SECRET, algorithm="HS256")
+        return request(gw.port, "GET", target, headers=[("Authorization", "Bearer " + tok)])
+    big = 1234567890123456789
+    assert get("/me/%d" % big, {"sub": big}).status == 200
+    assert get("/me/1234567890123456784", {"sub": big}).status == 403  # its double's form
+    assert get("/me/9223372036854775807", {"sub": 9223372036854775807}).status == 200
+    assert get("/me/-5", {"sub": -5}).status == 200
+    # beyond 64 bits: the jwt plugin refuses the token (docs/plugins/jwt.md)
+    r = get("/me/x", {"sub": "x", "n": 2 ** 64})
+    assert assert_json_error(r, 401)["message"] == "Bad token"
+
+
 def test_default_allow(stack):
     gw = gateway(stack, default="allow")
     assert status(gw, "alice", "/elsewhere") == 200
@@ -179,6 +195,26 @@ BAD = [
     ('                - methods: [\"G T\"]\n', "12:29", "not an HTTP method"),
     ('                - paths: []\n', "12:26", "must not be empty"),
 ]
+
+
+CONSUMERS_YAML = "consumers:\n  - {username: alice}\n  - {username: bob, id: c-bob}\n"
+
+
+def test_unknown_consumer_is_a_config_error(tmp_path):
+    rc, err = check_plugin_config(tmp_path, "resource-acl",
+                                  RULES + "                - consumers: [alice, ghost, c-bob]\n"
+                                          "                - consumers: [bob, c-ghost]\n"
+                                  + CONSUMERS_YAML)
+    assert rc == 1, err
+    assert config_errors(err) == [
+        '12:38: plugin resource-acl: rules[0]: no consumer has the username or id "ghost"',
+        '13:36: plugin resource-acl: rules[1]: no consumer has the username or id "c-ghost"',
+    ], err
+    # usernames and ids of existing consumers load
+    rc, err = check_plugin_config(tmp_path, "resource-acl",
+                                  RULES + "                - consumers: [alice, c-bob, bob]\n"
+                                  + CONSUMERS_YAML)
+    assert rc == 0, err
 
 
 @pytest.mark.parametrize("body,where,what", BAD)

@@ -157,6 +157,45 @@ def test_http_method(gw):
     assert doc["method"] == "POST"  # Kong upper-cases http_method
 
 
+def test_http_method_after_authorization(stack):
+    # acl (priority 950) judges the client's method; the transformer (801) changes it after
+    be = stack.backend("echo")
+    svc = service("s", be.url, [route("r", ["/r"], plugins=[
+        {"name": "key-auth"},
+        {"name": "acl", "config": {"permissions": {"readers": [{"methods": ["GET"]}]}}},
+        rt(http_method="DELETE")])])
+    gw = stack.gateway([svc], extra={"consumers": [
+        {"username": "reader", "groups": ["readers"], "keyauth_credentials": [{"key": "rk"}]}]})
+    doc = echoed(request(gw.port, "GET", "/r/x", headers=[("apikey", "rk")]))
+    assert doc["method"] == "DELETE"
+    r = request(gw.port, "DELETE", "/r/x", headers=[("apikey", "rk")])
+    assert assert_json_error(r, 403)["message"] == "You cannot consume this service"
+
+
+def test_ambiguous_content_type_refused_with_body_operations(gw):
+    body = b'{"secret":1,"rep":1}'
+    for ctypes in (["text/plain", "application/json"], ["application/json", "text/plain"],
+                   ["application/json", "application/json"],
+                   ["text/plain, application/json"]):
+        r = request(gw.port, "POST", "/body/x", body=body,
+                    headers=[("Content-Type", c) for c in ctypes])
+        assert assert_json_error(r, 400)["message"] == "ambiguous Content-Type", (ctypes, r)
+    # a comma inside a quoted parameter is no list
+    doc = echoed(request(gw.port, "POST", "/body/x", body=body,
+                         headers=[("Content-Type", 'application/json; x="a,b"')]))
+    edited = json.loads(doc["body"])
+    assert "secret" not in edited and edited["rep"] == "R", edited
+    # without body operations the plugin does not look at Content-Type
+    doc = echoed(request(gw.port, "POST", "/hdr/x", body=body,
+                         headers=[("Content-Type", "text/plain"),
+                                  ("Content-Type", "application/json")]))
+    assert doc["body"] == body.decode()
+    lines = gw.security_lines(4)
+    assert [l["reason"] for l in lines if l["plugin"] == "request-transformer"] == \
+        ["request-transformer: ambiguous Content-Type"] * 4, lines
+    assert all(l["status"] == 400 for l in lines if l["plugin"] == "request-transformer")
+
+
 def test_replace_host(gw):
     doc = echoed(request(gw.port, "GET", "/based/x", host="public.example"))
     assert upstream_headers(doc, "host") == ["internal.example"]
@@ -305,6 +344,17 @@ def test_kong_files_load(tmp_path):
     ("request-transformer", "              replace: {uri: relative/path}", 11, 30,
      "must be a path starting with '/'"),
     ("request-transformer", "              add: {cookies: []}", 11, 21, 'unknown key "cookies"'),
+    # replace.uri follows the gateway's rules for client paths: refused or not normalised
+    ("request-transformer", '              replace: {uri: "/a%00b"}', 11, 30, "refuses"),
+    ("request-transformer", '              replace: {uri: "/a\\\\b"}', 11, 30, "refuses"),
+    ("request-transformer", '              replace: {uri: "/a%2fb"}', 11, 30, "refuses"),
+    ("request-transformer", '              replace: {uri: "/a%zz"}', 11, 30, "refuses"),
+    ("request-transformer", '              replace: {uri: "/a/../.."}', 11, 30,
+     'not normalised: write "/"'),
+    ("request-transformer", '              replace: {uri: "/a//b/./c"}', 11, 30,
+     'not normalised: write "/a/b/c"'),
+    ("request-transformer", '              replace: {uri: "/%41%3a"}', 11, 30,
+     'not normalised: write "/A%3A"'),
     ("response-transformer", '              add: {json: ["a:1"], json_types: [integer]}', 11, 49,
      "must be one of: boolean, number, string"),
     ("response-transformer", '              add: {json: ["a:abc"], json_types: [number]}', 11, 28,

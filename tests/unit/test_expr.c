@@ -559,8 +559,8 @@ static void test_attr_parse(void **state)
 
     assert_int_equal(tp_expr_attr_parse("jwt.claims.level", 16, &ref, &err), 0);
     tp_expr_attr_fetch(&ref, fake_lookup, &f, &v);
-    assert_int_equal(v.kind, TP_EXPR_V_NUMBER);
-    assert_true(v.u.num == 7);
+    assert_int_equal(v.kind, TP_EXPR_V_INTEGER);
+    assert_true(v.u.i == 7);
     tp_expr_attr_free(&ref);
 
     assert_int_equal(tp_expr_attr_parse("request.headers.X-A", 19, &ref, &err), 0);
@@ -572,6 +572,62 @@ static void test_attr_parse(void **state)
     assert_int_equal(tp_expr_attr_parse("consumer.nope", 13, &ref, &err), TP_EINVAL);
     assert_int_equal(tp_expr_attr_parse("", 0, &ref, &err), TP_EINVAL);
     json_decref(f.claims);
+}
+
+/* Integers above 2^53 (user ids, snowflakes) compare exactly, as int64, never as doubles. */
+static void test_big_integers(void **state)
+{
+    (void)state;
+    struct fake f = alice();
+    static const char *const yes[] = {
+        "jwt.claims.uid == 9007199254740993",
+        "jwt.claims.uid != 9007199254740992",
+        "jwt.claims.uid > 9007199254740992",
+        "jwt.claims.uid in [1, 9007199254740993]",
+        "jwt.claims.max == 9223372036854775807",
+        "jwt.claims.max > 9223372036854775806",
+        "jwt.claims.min == -9223372036854775808",
+        "jwt.claims.min < -9223372036854775807",
+        "jwt.claims.uid < 9007199254740993.5",
+        "jwt.claims.uid > 9007199254740992.5",
+        "jwt.claims.half > 2 && jwt.claims.half < 3",
+        "jwt.claims.two == 2.0 && jwt.claims.two == 2",
+        "2 in jwt.claims.list",
+        "jwt.claims.level == 7.0",
+    };
+    static const char *const no[] = {
+        "jwt.claims.uid == 9007199254740992",
+        "jwt.claims.uid in [9007199254740992, 9007199254740994]",
+        "jwt.claims.uid <= 9007199254740992",
+        "jwt.claims.max == 9223372036854775806",
+        "jwt.claims.half == 2",
+        "jwt.claims.uid == 9007199254740993.5",
+        "3 in jwt.claims.list",
+    };
+
+    json_object_set_new(f.claims, "uid", json_integer(9007199254740993LL));
+    json_object_set_new(f.claims, "max", json_integer(INT64_MAX));
+    json_object_set_new(f.claims, "min", json_integer(INT64_MIN));
+    json_object_set_new(f.claims, "half", json_real(2.5));
+    json_object_set_new(f.claims, "two", json_real(2.0));
+    json_object_set_new(f.claims, "list", json_pack("[i,f]", 1, 2.0));
+    for (size_t i = 0; i < TP_ARRAY_LEN(yes); i++)
+        if (!eval_with(yes[i], &f))
+            fail_msg("'%s' should be true", yes[i]);
+    for (size_t i = 0; i < TP_ARRAY_LEN(no); i++)
+        if (eval_with(no[i], &f))
+            fail_msg("'%s' should be false", no[i]);
+    json_decref(f.claims);
+
+    /* an integer literal beyond int64 is refused, not rounded */
+    struct tp_expr *e = NULL;
+    struct tp_expr_error err;
+    const char *big = "jwt.claims.uid == 9223372036854775808";
+    assert_int_equal(tp_expr_compile(big, strlen(big), &e, &err), TP_EINVAL);
+    assert_int_equal(err.offset, 18);
+    big = "jwt.claims.uid in [1, -9223372036854775809]";
+    assert_int_equal(tp_expr_compile(big, strlen(big), &e, &err), TP_EINVAL);
+    assert_int_equal(err.offset, 22);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -718,6 +774,7 @@ int main(void)
         cmocka_unit_test(test_syntax_errors),   cmocka_unit_test(test_unknown_attributes),
         cmocka_unit_test(test_type_errors),     cmocka_unit_test(test_limits),
         cmocka_unit_test(test_attr_parse),      cmocka_unit_test(test_cidr),
+        cmocka_unit_test(test_big_integers),
         cmocka_unit_test(test_yaml_positions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
