@@ -268,18 +268,60 @@ struct tp_conf_listen {
 
 enum tp_log_level { TP_LOG_DEBUG = 0, TP_LOG_INFO, TP_LOG_NOTICE, TP_LOG_WARN, TP_LOG_ERROR };
 
+/* Fields of an access-log line (access_log_fields), in the order they may be listed. */
+enum tp_access_field {
+    TP_AF_TIME = 0, TP_AF_REQUEST_ID, TP_AF_CLIENT, TP_AF_PEER, TP_AF_METHOD, TP_AF_PATH,
+    TP_AF_QUERY, TP_AF_PROTOCOL, TP_AF_HOST, TP_AF_USER_AGENT, TP_AF_REFERER, TP_AF_STATUS,
+    TP_AF_BYTES_RECEIVED, TP_AF_BYTES_SENT, TP_AF_ROUTE, TP_AF_SERVICE, TP_AF_UPSTREAM,
+    TP_AF_LATENCY_MS, TP_AF_UPSTREAM_LATENCY_MS, TP_AF_TRACE_ID, TP_AF_SPAN_ID, TP_AF_CONSUMER,
+    TP_AF_TRIES,
+    TP_AF_COUNT
+};
+
+/* tracing: W3C Trace Context and OTLP/HTTP span export (src/observe/tracer.c). */
+struct tp_conf_tracing {
+    char *endpoint;              /* "http://host[:port][/base]": spans go to {endpoint}/v1/traces */
+    char *service_name;          /* resource service.name; default "turnpike" */
+    double sampling;             /* head-sampling ratio 0..1; default 1 */
+    uint64_t sample_threshold;   /* sampling x 2^64: ids whose random part is below are kept */
+    bool sample_all;             /* sampling == 1 */
+    bool parent_based;           /* follow a valid incoming sampled flag; default true */
+    uint32_t batch_size;         /* spans per export request; default 512 */
+    uint32_t flush_interval_ms;  /* export at least this often when spans wait; default 5000 */
+    uint32_t queue_size;         /* requests' spans waiting for export, all workers; 2048 */
+    uint32_t timeout_ms;         /* one export request; default 10000 */
+    struct tp_conf_mark mark;
+};
+
+/** metrics (src/metrics, README "Metrics"): Prometheus /metrics, /status/latency, /status/usage
+ *  on status_listen. */
+#define TP_DEFAULT_METRICS_MAX_CONSUMERS 1000
+#define TP_DEFAULT_LATENCY_WINDOW_MS 60000
+struct tp_conf_metrics {
+    bool enabled;               /* metrics.enabled: count requests; default true */
+    uint32_t max_consumers;     /* metrics.max_consumers: consumers with their own series; the
+                                   rest share consumer="other"; 0 = no per-consumer counts */
+    uint32_t latency_window_ms; /* metrics.latency_window: percentile window, 0 = no percentiles */
+};
+
 struct tp_config {
     char *path;          /* file it was read from */
     struct tp_conf_listen *listen; size_t num_listen;  /* default 0.0.0.0:8000 */
     int workers;         /* 0 in the file means "number of CPUs"; the loader resolves it */
-    char *access_log;    /* path, "stdout", or "off"; default "stdout" */
-    char *error_log;     /* path, "stderr"; default "stderr" */
-    char *security_log;  /* path, "stdout", "stderr" or "off"; default "stderr" */
+    char *access_log;    /* path, "stdout", "stderr", "syslog[:...]" or "off"; default "stdout" */
+    char *error_log;     /* path, "stdout", "stderr" or "syslog[:...]"; default "stderr" */
+    char *security_log;  /* path, "stdout", "stderr", "syslog[:...]" or "off"; default "stderr" */
     enum tp_log_level log_level; /* default notice */
+    char *audit_log;     /* path, "stdout", "stderr", "syslog[:...]" or "off"; default "stderr" */
+    uint32_t log_buffer_bytes; /* log_buffer_size: queue bytes per log; default 1 MiB */
+    unsigned char *access_log_fields; size_t num_access_log_fields; /* TP_AF_*; NULL = default */
+    uint32_t access_log_field_mask; /* bit 1 << TP_AF_* for each field of the line (computed) */
+    struct tp_conf_tracing *tracing; /* NULL = tracing off */
     struct tp_conf_cidr *trusted_proxies; size_t num_trusted_proxies;
     uint32_t dns_refresh_ms; /* dns_refresh: re-resolve target names; 0 = only on reload */
     struct tp_conf_listen *status_listen; /* status_listen: JSON status endpoint; NULL = off */
     struct tp_conf_limits limits;
+    struct tp_conf_metrics metrics; /* metrics: see src/metrics */
     struct tp_conf_service *services; size_t num_services;
     struct tp_conf_upstream *upstreams; size_t num_upstreams;
     struct tp_conf_consumer *consumers; size_t num_consumers;
@@ -313,6 +355,32 @@ void tp_conf_circuit_free(struct tp_conf_circuit *c);
 
 /** Free a config tree. NULL is ignored. */
 void tp_config_free(struct tp_config *cfg);
+
+/** Free a tracing section (part of tp_config_free). NULL is ignored. */
+void tp_conf_tracing_free(struct tp_conf_tracing *t);
+
+/** Name of an access-log field ("time", "request_id", ...; "?" when out of range). */
+const char *tp_access_field_name(enum tp_access_field f);
+
+/** The access-log fields of cfg in order (access_log_fields, or the default set); *n gets the
+ *  count. The array lives as long as cfg (or forever: the default). */
+const unsigned char *tp_config_access_fields(const struct tp_config *cfg, size_t *n);
+
+/** A tracing endpoint split for the exporter: host (no brackets), port, and the request path
+ *  ({base}/v1/traces). */
+struct tp_tracing_endpoint {
+    char host[256];
+    uint16_t port;
+    char path[512];
+};
+
+/** Split an endpoint URL "http://host[:port][/base]" (port 80 by default). 0, or TP_EINVAL
+ *  with a reason in err. */
+int tp_tracing_endpoint_parse(const char *url, struct tp_tracing_endpoint *ep, char *err,
+                              size_t errlen);
+
+/** tp_tracing_endpoint_parse without the result (config check). */
+int tp_tracing_endpoint_check(const char *url, char *err, size_t errlen);
 
 /** Find an upstream by name, NULL if none. */
 const struct tp_conf_upstream *tp_config_find_upstream(const struct tp_config *cfg,

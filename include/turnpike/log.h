@@ -1,9 +1,9 @@
 /*
  * turnpike — error log and JSON-line helpers.
  *
- * The error log is one JSON object per line: {"time","level","message"}. It is written with one
- * write(2) per line under a mutex: it is off the request path except for genuine errors.
- * The access log (per worker, buffered) lives in src/http/access_log.c.
+ * The error log is one JSON object per line: {"time","level"[,"request_id"],"message"}. Lines
+ * go through the log writer thread (include/turnpike/logsink.h) once it runs, and are written
+ * directly (one write(2) under a mutex) before it starts and after it stops.
  */
 #ifndef TURNPIKE_LOG_H
 #define TURNPIKE_LOG_H
@@ -55,8 +55,16 @@ void tp_strbuf_free(struct tp_strbuf *b);
  */
 int tp_log_open(const char *dest, enum tp_log_level level);
 
-/** Write one error-log line if level >= the configured level. printf-style message. */
+/** Write one error-log line if level >= the configured level. printf-style message. Queued
+ *  for the log writer thread once it runs (include/turnpike/logsink.h): never blocks on I/O. */
 void tp_log(enum tp_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/** tp_log for a line about one request: adds its "request_id" field (NULL or "" omits it). */
+void tp_log_request(enum tp_log_level level, const char *request_id, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/** True when a line of this level would be written (cheap: skip building arguments). */
+bool tp_log_enabled(enum tp_log_level level);
 
 /** Name of a level ("debug", "info", "notice", "warn", "error"). */
 const char *tp_log_level_name(enum tp_log_level level);

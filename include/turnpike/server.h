@@ -32,9 +32,6 @@ void tp_server_publish(struct tp_server *srv, struct tp_snapshot *snap);
  */
 void tp_server_stop(struct tp_server *srv, uint32_t grace_ms);
 
-/** Reopen log files (SIGUSR1). */
-void tp_server_reopen_logs(struct tp_server *srv);
-
 /** Free a stopped server. */
 void tp_server_free(struct tp_server *srv);
 

@@ -28,6 +28,12 @@ struct tp_status_server *tp_status_start(struct event_base *base, const struct t
  */
 int tp_status_json(const struct tp_snapshot *snap, struct tp_strbuf *b);
 
+struct tp_metrics;
+
+/** Serve GET /metrics, /status/latency and /status/usage from m (include/turnpike/metrics.h);
+ *  without it they answer 404. s NULL is ignored. */
+void tp_status_set_metrics(struct tp_status_server *s, struct tp_metrics *m);
+
 /** Close the listener and every open status connection. NULL is ignored. */
 void tp_status_stop(struct tp_status_server *s);
 

@@ -1,9 +1,13 @@
 /*
  * turnpike — the binary: command line, signals, reloads. Everything else is in libturnpike.
  */
+#include "turnpike/audit.h"
 #include "turnpike/config.h"
 #include "turnpike/health.h"
 #include "turnpike/log.h"
+#include "turnpike/metrics.h"
+#include "turnpike/logsink.h"
+#include "turnpike/trace.h"
 #include "turnpike/server.h"
 #include "turnpike/status.h"
 #include "turnpike/snapshot.h"
@@ -16,6 +20,8 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 
 struct app {
     const char *config_path;
@@ -143,6 +149,12 @@ static void on_dns_timer(evutil_socket_t fd, short what, void *arg)
         build_text(app->config_path, app->text, app->text_len, app->workers, stderr, &snap) == 0) {
         tp_log(TP_LOG_NOTICE, "target addresses changed: configuration rebuilt");
         install(app, snap);
+        struct tp_audit_event ev = {
+            .event = "config_rebuild", .who = "dns_refresh", .sender_pid = -1, .sender_uid = -1,
+            .config_path = app->config_path, .old_text = app->text, .old_len = app->text_len,
+            .new_text = app->text, .new_len = app->text_len, .generation = snap->generation,
+            .detail = "target addresses changed"};
+        tp_audit_config(&ev);
         return;
     }
     arm_dns_timer(app);
@@ -158,17 +170,29 @@ static bool same_listeners(const struct tp_config *a, const struct tp_config *b)
     return true;
 }
 
-static void on_reload(evutil_socket_t sig, short what, void *arg)
+/* SIGHUP from pid (-1: unknown) of user uid: reload, and say so in the audit log. */
+static void reload(struct app *app, long pid, long uid)
 {
-    struct app *app = arg;
     char *text = NULL;
     size_t len = 0;
     FILE *errs = open_memstream(&text, &len);
     struct tp_snapshot *snap = NULL;
+    /* build() replaces app->text on success: keep the old text for the audit diff */
+    char *prev = app->text;
+    size_t prev_len = app->text_len;
+    app->text = NULL;
     int rc = build(app, errs ? errs : stderr, &snap);
     if (errs)
         fclose(errs);
+    struct tp_audit_event ev = {.event = "config_reload", .who = "signal SIGHUP",
+                                .sender_pid = pid, .sender_uid = uid,
+                                .config_path = app->config_path, .old_text = prev,
+                                .old_len = prev_len};
     if (rc != 0) {
+        app->text = prev;
+        app->text_len = prev_len;
+        ev.errors = text ? text : "";
+        tp_audit_config(&ev);
         /* report each error line; the old snapshot keeps serving */
         for (char *line = text, *nl; line && *line; line = nl + 1) {
             nl = strchr(line, '\n');
@@ -191,9 +215,38 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         tp_log(TP_LOG_WARN, "workers changed in %s: takes effect at the next restart",
                app->config_path);
     tp_log_open(snap->config->error_log, snap->config->log_level);
+    tp_logsink_configure(snap->config);
+    if (tp_tracer_configure(snap->config, app->workers) != 0)
+        tp_log(TP_LOG_ERROR, "tracing could not start: spans are not exported");
     install(app, snap);
     tp_log(TP_LOG_NOTICE, "configuration reloaded (generation %llu)",
            (unsigned long long)snap->generation);
+    ev.new_text = app->text;
+    ev.new_len = app->text_len;
+    ev.generation = snap->generation;
+    tp_audit_config(&ev);
+    free(prev);
+}
+
+/* Fallback when signalfd(2) is not available: the sender is unknown. */
+static void on_reload(evutil_socket_t sig, short what, void *arg)
+{
+    reload(arg, -1, -1);
+}
+
+/* SIGHUP through a signalfd: its siginfo names the sending process (audit log "who"). */
+static void on_reload_fd(evutil_socket_t fd, short what, void *arg)
+{
+    struct signalfd_siginfo si;
+    long pid = -1, uid = -1;
+    bool got = false;
+    while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        got = true; /* signals sent before we read coalesce: one reload, the last sender */
+        pid = (long)si.ssi_pid;
+        uid = (long)si.ssi_uid;
+    }
+    if (got)
+        reload(arg, pid, uid);
 }
 
 static void on_stop(evutil_socket_t sig, short what, void *arg)
@@ -207,7 +260,7 @@ static void on_reopen(evutil_socket_t sig, short what, void *arg)
 {
     struct app *app = arg;
     tp_log_open(app->snap->config->error_log, app->snap->config->log_level);
-    tp_server_reopen_logs(app->srv);
+    tp_logsink_reopen();
 }
 
 int main(int argc, char **argv)
@@ -260,7 +313,8 @@ int main(int argc, char **argv)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
-    /* workers inherit a mask that blocks the control signals: only the main thread gets them */
+    /* workers (and the log and trace threads) inherit a mask that blocks the control signals:
+     * only the main thread gets them */
     sigset_t set, old;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -268,17 +322,29 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, &old);
-    if (tp_server_start(app.snap, &app.srv) != 0) {
-        fprintf(stderr, "turnpike: cannot start (see the error log)\n");
+    int rc = 1;
+    if (tp_logsink_start(app.snap->config) != 0) {
         tp_snapshot_unref(app.snap);
         free(app.text);
         return 1;
     }
+    if (tp_tracer_configure(app.snap->config, app.workers) != 0)
+        tp_log(TP_LOG_ERROR, "tracing could not start: spans are not exported");
+    if (tp_server_start(app.snap, &app.srv) != 0) {
+        fprintf(stderr, "turnpike: cannot start (see the error log)\n");
+        goto out_logs;
+    }
     app.base = event_base_new();
+    /* SIGHUP through a signalfd (it stays blocked): the audit log names its sender */
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    int hup_fd = signalfd(-1, &hup, SFD_NONBLOCK | SFD_CLOEXEC);
     struct event *ev[4] = {
         evsignal_new(app.base, SIGTERM, on_stop, &app),
         evsignal_new(app.base, SIGINT, on_stop, &app),
-        evsignal_new(app.base, SIGHUP, on_reload, &app),
+        hup_fd >= 0 ? event_new(app.base, hup_fd, EV_READ | EV_PERSIST, on_reload_fd, &app)
+                    : evsignal_new(app.base, SIGHUP, on_reload, &app),
         evsignal_new(app.base, SIGUSR1, on_reopen, &app),
     };
     for (int i = 0; i < 4; i++)
@@ -292,30 +358,38 @@ int main(int argc, char **argv)
         !(app.status = tp_status_start(app.base, app.snap->config->status_listen, &app.snap))) {
         fprintf(stderr, "turnpike: cannot open status_listen (see the error log)\n");
         tp_server_stop(app.srv, 0);
-        tp_server_free(app.srv);
-        tp_health_checker_free(app.checker);
-        for (int i = 0; i < 4; i++)
-            event_free(ev[i]);
-        event_free(app.dns_timer);
-        event_base_free(app.base);
-        tp_snapshot_unref(app.snap);
-        free(app.text);
-        return 1;
+        goto out_free;
     }
+    tp_status_set_metrics(app.status, tp_server_metrics(app.srv));
+    if (hup_fd >= 0)
+        sigaddset(&old, SIGHUP);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     tp_log(TP_LOG_NOTICE, "turnpike %s started: %d worker(s), config %s", TP_VERSION,
            app.workers, app.config_path);
+    struct tp_audit_event aev = {.event = "config_load", .who = "startup", .sender_pid = -1,
+                                 .sender_uid = -1, .config_path = app.config_path,
+                                 .new_text = app.text, .new_len = app.text_len,
+                                 .generation = app.snap->generation};
+    tp_audit_config(&aev);
     event_base_dispatch(app.base);
     tp_server_stop(app.srv, app.snap->config->limits.grace_period_ms);
+    rc = 0;
+out_free:
     tp_server_free(app.srv);
     for (int i = 0; i < 4; i++)
         event_free(ev[i]);
+    if (hup_fd >= 0)
+        close(hup_fd);
     event_free(app.dns_timer);
     tp_health_checker_free(app.checker);
     tp_status_stop(app.status);
-    free(app.text);
     event_base_free(app.base);
+out_logs:
+    tp_tracer_stop(); /* after the workers: nothing is queued any more */
+    tp_logsink_stop();
+    free(app.text);
     tp_snapshot_unref(app.snap);
-    tp_log(TP_LOG_NOTICE, "stopped");
-    return 0;
+    if (rc == 0)
+        tp_log(TP_LOG_NOTICE, "stopped");
+    return rc;
 }

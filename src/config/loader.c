@@ -9,7 +9,9 @@
  * access_log, error_log, log_level, trusted_proxies, dns_refresh, limits, services, upstreams.
  */
 #include "config/schema.h"
+#include "config/observe.h"
 #include "config/plugins_internal.h"
+#include "metrics/conf.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -290,11 +292,17 @@ static const struct tp__cfg_directive config_keys[] = {
     TP__CFG_STRING_KEY("error_log", struct tp_config, error_log, "stderr"),
     TP__CFG_STRING_KEY("security_log", struct tp_config, security_log, "stderr"),
     TP__CFG_CUSTOM_KEY("log_level", parse_log_level, false),
+    TP__CFG_STRING_KEY("audit_log", struct tp_config, audit_log, "stderr"),
+    TP__CFG_UINT_KEY("log_buffer_size", struct tp_config, log_buffer_bytes, 65536, 1u << 28,
+                     1u << 20),
+    TP__CFG_CUSTOM_KEY("access_log_fields", tp__cfg_parse_access_log_fields, false),
+    TP__CFG_CUSTOM_KEY("tracing", tp__cfg_parse_tracing, false),
     TP__CFG_CUSTOM_KEY("trusted_proxies", parse_trusted_proxies, false),
     /* 0: resolve target host names only when the config is (re)loaded. */
     TP__CFG_UINT_KEY("dns_refresh", struct tp_config, dns_refresh_ms, 0, TP__CFG_MAX_MS,
                      TP_DEFAULT_DNS_REFRESH_MS),
     TP__CFG_CUSTOM_KEY("limits", parse_limits, false),
+    TP__CFG_CUSTOM_KEY("metrics", tp__cfg_parse_metrics, false),
     TP__CFG_CUSTOM_KEY("services", parse_services, false),
     TP__CFG_CUSTOM_KEY("upstreams", parse_upstreams, false),
     TP__CFG_CUSTOM_KEY("consumers", tp__cfg_parse_consumers, false),
@@ -480,6 +488,7 @@ static void finish_config(struct tp__cfg_ctx *ctx, yaml_node_t *root, struct tp_
         cfg->workers = online_cpus();
     check_names(ctx, root, cfg);
     tp__cfg_check_consumers(ctx, cfg);
+    tp__cfg_check_observe(ctx, root, cfg);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -505,6 +514,7 @@ static struct tp_config *build(struct tp__cfg_ctx *ctx, yaml_document_t *doc)
     cfg->log_level = TP_LOG_NOTICE;
     tp__cfg_defaults(ctx, &config_schema, cfg);
     tp__cfg_defaults(ctx, &limits_schema, &cfg->limits);
+    tp__cfg_metrics_defaults(ctx, cfg);
     yaml_node_t *root = tp__cfg_node(ctx, 1);
     if (root && root->type != YAML_MAPPING_NODE && !tp__cfg_is_null(root))
         tp__cfg_error(ctx, root, "the top level must be a mapping");
@@ -738,6 +748,9 @@ void tp_config_free(struct tp_config *cfg)
     free(cfg->access_log);
     free(cfg->error_log);
     free(cfg->security_log);
+    free(cfg->audit_log);
+    free(cfg->access_log_fields);
+    tp_conf_tracing_free(cfg->tracing);
     tp__cfg_consumers_free(cfg->consumers, cfg->num_consumers);
     tp__cfg_plugins_free(cfg->plugins, cfg->num_plugins);
     free(cfg->path);

@@ -2,6 +2,7 @@
  * Error log and the shared string buffer / JSON escaping helpers.
  */
 #include "turnpike/log.h"
+#include "turnpike/logsink.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -151,7 +152,9 @@ const char *tp_log_level_name(enum tp_log_level level)
 int tp_log_open(const char *dest, enum tp_log_level level)
 {
     int fd;
-    if (!dest || strcmp(dest, "stderr") == 0)
+    /* syslog is reached through the writer thread only; until it runs, stderr stands in */
+    if (!dest || strcmp(dest, "stderr") == 0 ||
+        (strncmp(dest, "syslog", 6) == 0 && (dest[6] == '\0' || dest[6] == ':')))
         fd = 2;
     else if (strcmp(dest, "stdout") == 0)
         fd = 1;
@@ -180,33 +183,63 @@ void tp_log_time_rfc3339(char *buf, size_t len)
              (unsigned)(ts.tv_nsec / 1000000) % 1000u);
 }
 
-void tp_log(enum tp_log_level level, const char *fmt, ...)
+bool tp_log_enabled(enum tp_log_level level)
 {
-    if (level < log_min)
-        return;
+    return level >= log_min;
+}
+
+/* One line {"time","level"[,"request_id"],"message"}: queued for the writer thread, or written
+ * at once when it does not run (start-up, shutdown, `turnpike -t`). No allocation: the line is
+ * assembled on the stack (messages are capped at 2 KiB, escaping at most sextuples them). */
+static void log_line(enum tp_log_level level, const char *request_id, const char *fmt,
+                     va_list ap)
+{
     char msg[2048];
-    va_list ap;
-    va_start(ap, fmt);
     int n = vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     if (n < 0)
         return;
     if ((size_t)n >= sizeof(msg))
         n = sizeof(msg) - 1;
     char now[40];
     tp_log_time_rfc3339(now, sizeof(now));
-    struct tp_strbuf b = {0};
+    char line[16384];
+    struct tp_strbuf b = {.ptr = line, .cap = sizeof(line), .max = sizeof(line)};
     tp_strbuf_puts(&b, "{\"time\":\"");
     tp_strbuf_puts(&b, now);
     tp_strbuf_puts(&b, "\",\"level\":\"");
     tp_strbuf_puts(&b, tp_log_level_name(level));
+    if (request_id) {
+        tp_strbuf_puts(&b, "\",\"request_id\":\"");
+        tp_strbuf_json_str(&b, request_id, strlen(request_id));
+    }
     tp_strbuf_puts(&b, "\",\"message\":\"");
     tp_strbuf_json_str(&b, msg, (size_t)n);
-    if (tp_strbuf_puts(&b, "\"}\n") == 0) {
-        pthread_mutex_lock(&log_lock);
-        ssize_t w = write(log_fd, b.ptr, b.len);
-        (void)w;
-        pthread_mutex_unlock(&log_lock);
-    }
-    tp_strbuf_free(&b);
+    if (tp_strbuf_puts(&b, "\"}\n") != 0)
+        return;
+    if (tp_logsink_write(TP_LOGSINK_ERROR, b.ptr, b.len) != TP_ENOTFOUND)
+        return;
+    pthread_mutex_lock(&log_lock);
+    ssize_t w = write(log_fd, b.ptr, b.len);
+    (void)w;
+    pthread_mutex_unlock(&log_lock);
+}
+
+void tp_log(enum tp_log_level level, const char *fmt, ...)
+{
+    if (level < log_min)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    log_line(level, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void tp_log_request(enum tp_log_level level, const char *request_id, const char *fmt, ...)
+{
+    if (level < log_min)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    log_line(level, request_id && request_id[0] ? request_id : NULL, fmt, ap);
+    va_end(ap);
 }

@@ -1,7 +1,9 @@
 /*
- * The status endpoint: GET /status → JSON. One short request per connection (Connection:
- * close), requests parsed with the same strict parser as the proxy, at most 8 KiB of head and
- * 2 s to send it.
+ * The status endpoint: GET /status → JSON; with metrics (src/metrics) also GET /metrics
+ * (Prometheus text), GET /status/latency and GET /status/usage (JSON). One request per
+ * connection (Connection: close), requests parsed with the same strict parser as the proxy, at
+ * most 8 KiB of head and 2 s to send it. Answers are written as the client reads them (a large
+ * /metrics does not block the main thread), with 30 s to take the whole answer.
  */
 #include "turnpike/status.h"
 #include "turnpike/health.h"
@@ -9,6 +11,8 @@
 #include <time.h>
 #include "turnpike/http.h"
 #include "turnpike/log.h"
+#include "turnpike/logsink.h"
+#include "turnpike/metrics.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -26,6 +30,8 @@ struct status_conn {
     char buf[STATUS_HEAD_MAX];
     size_t len;
     struct status_conn *next;
+    struct tp_strbuf out;         /* the answer, written from `off` as the socket takes it */
+    size_t off;
 };
 
 struct tp_status_server {
@@ -34,6 +40,7 @@ struct tp_status_server {
     struct event *accept_ev;
     struct tp_snapshot *const *live;
     struct status_conn *conns;
+    struct tp_metrics *metrics;   /* NULL: /metrics and /status/{latency,usage} answer 404 */
 };
 
 static void json_key_str(struct tp_strbuf *b, const char *key, const char *v, bool comma)
@@ -121,7 +128,9 @@ int tp_status_json(const struct tp_snapshot *snap, struct tp_strbuf *b)
         }
         tp_strbuf_append(b, "}", 1);
     }
-    return tp_strbuf_puts(b, "]}");
+    tp_strbuf_puts(b, "]");
+    tp_observe_status_json(b); /* "logs" and "tracing" counters */
+    return tp_strbuf_puts(b, "}");
 }
 
 static void conn_close(struct status_conn *c)
@@ -132,37 +141,107 @@ static void conn_close(struct status_conn *c)
             break;
         }
     }
-    event_free(c->ev);
+    if (c->ev)
+        event_free(c->ev);
     close(c->fd);
+    tp_strbuf_free(&c->out);
     free(c);
+}
+
+/* Write what the socket takes. true when the whole answer is out (or the client is gone). */
+static bool flush_answer(struct status_conn *c)
+{
+    while (c->off < c->out.len) {
+        ssize_t n = write(c->fd, c->out.ptr + c->off, c->out.len - c->off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return false;
+        if (n <= 0)
+            return true;
+        c->off += (size_t)n;
+    }
+    return true;
+}
+
+static void write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct status_conn *c = arg;
+    if ((what & EV_TIMEOUT) || flush_answer(c))
+        conn_close(c);
+}
+
+/* Queue the answer (head, then body unless head_only) in c->out. */
+static void answer_type(struct status_conn *c, int status, const char *ctype, const char *body,
+                        size_t blen, bool head_only)
+{
+    struct tp_strbuf *b = &c->out;
+    char num[20];
+    b->max = 1u << 30;
+    b->len = 0;
+    int rc = tp_strbuf_reserve(b, 256 + (head_only ? 0 : blen));
+    rc = rc ? rc : tp_strbuf_puts(b, "HTTP/1.1 ");
+    rc = rc ? rc : tp_strbuf_putu(b, (unsigned)status);
+    rc = rc ? rc : tp_strbuf_append(b, " ", 1);
+    rc = rc ? rc : tp_strbuf_puts(b, tp_http_reason(status));
+    rc = rc ? rc : tp_strbuf_puts(b, "\r\nContent-Type: ");
+    rc = rc ? rc : tp_strbuf_puts(b, ctype);
+    rc = rc ? rc : tp_strbuf_puts(b, "\r\nCache-Control: no-store\r\nConnection: close\r\n"
+                                     "Content-Length: ");
+    rc = rc ? rc : tp_strbuf_append(b, num, tp_fmt_u64(num, blen));
+    rc = rc ? rc : tp_strbuf_puts(b, "\r\n\r\n");
+    if (!head_only) /* HEAD: the same head, no body (RFC 9110 §9.3.2) */
+        rc = rc ? rc : tp_strbuf_append(b, body, blen);
+    if (rc)
+        b->len = 0; /* no memory for it: close without an answer */
 }
 
 static void answer(struct status_conn *c, int status, const char *body, size_t blen,
                    bool head)
 {
-    struct tp_strbuf b = {.max = 1u << 24};
-    char num[20];
-    tp_strbuf_puts(&b, "HTTP/1.1 ");
-    tp_strbuf_putu(&b, (unsigned)status);
-    tp_strbuf_append(&b, " ", 1);
-    tp_strbuf_puts(&b, tp_http_reason(status));
-    tp_strbuf_puts(&b, "\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
-                       "Connection: close\r\nContent-Length: ");
-    tp_strbuf_append(&b, num, tp_fmt_u64(num, blen));
-    tp_strbuf_puts(&b, "\r\n\r\n");
-    if (!head) /* HEAD: the same head, no body (RFC 9110 §9.3.2) */
-        tp_strbuf_append(&b, body, blen);
-    /* small answers: one blocking-style loop on a non-blocking socket, bounded by its size */
-    size_t off = 0;
-    while (b.ptr && off < b.len) {
-        ssize_t n = write(c->fd, b.ptr + off, b.len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        off += (size_t)n;
-    }
+    answer_type(c, status, "application/json", body, blen, head);
+}
+
+/* A document built by fn into a buffer of at most 256 MiB, or a 500. */
+static void answer_doc(struct status_conn *c, const char *ctype, bool head,
+                       int (*fn)(struct tp_metrics *, const struct tp_snapshot *,
+                                 struct tp_strbuf *))
+{
+    static const char too_large[] = "{\"message\":\"document too large\"}\n";
+    struct tp_strbuf b = {.max = 1u << 28};
+    int rc = fn(c->srv->metrics, *c->srv->live, &b);
+    if (rc == 0 && strcmp(ctype, "application/json") == 0) /* JSON documents end a line */
+        rc = tp_strbuf_append(&b, "\n", 1);
+    if (rc == 0)
+        answer_type(c, 200, ctype, b.ptr ? b.ptr : "", b.len, head);
+    else
+        answer(c, 500, too_large, sizeof(too_large) - 1, head);
     tp_strbuf_free(&b);
+}
+
+/* /metrics, /status/latency, /status/usage; false when path is none of them. */
+static bool metrics_route(struct status_conn *c, struct tp_slice path, bool head)
+{
+    static const char prom_type[] = "text/plain; version=0.0.4; charset=utf-8";
+    const struct tp_conf_metrics *mc = &(*c->srv->live)->config->metrics;
+    bool prom = path.len == 8 && memcmp(path.ptr, "/metrics", 8) == 0;
+    bool lat = path.len == 15 && memcmp(path.ptr, "/status/latency", 15) == 0;
+    bool usage = path.len == 13 && memcmp(path.ptr, "/status/usage", 13) == 0;
+    if (!prom && !lat && !usage)
+        return false;
+    if (!c->srv->metrics || !mc->enabled) {
+        static const char off[] = "{\"message\":\"metrics are off (metrics.enabled)\"}\n";
+        answer(c, 404, off, sizeof(off) - 1, head);
+    } else if (lat && !mc->latency_window_ms) {
+        static const char off[] = "{\"message\":\"percentiles are off (metrics.latency_window: "
+                                  "0)\"}\n";
+        answer(c, 404, off, sizeof(off) - 1, head);
+    } else {
+        answer_doc(c, prom ? prom_type : "application/json", head,
+                   prom ? tp_metrics_prometheus : lat ? tp_metrics_latency_json
+                                                      : tp_metrics_usage_json);
+    }
+    return true;
 }
 
 static void conn_cb(evutil_socket_t fd, short what, void *arg)
@@ -187,14 +266,14 @@ static void conn_cb(evutil_socket_t fd, short what, void *arg)
     int rc = tp_http_parse_request(c->buf, c->len, &msg, &lim, &status);
     if (rc == TP_EAGAIN && c->len < sizeof(c->buf))
         return;
+    bool head = rc >= 0 && TP_SLICE_IEQ(msg.method, "HEAD");
     if (rc < 0) {
         static const char bad[] = "{\"message\":\"malformed request\"}\n";
         answer(c, rc == TP_EAGAIN ? 431 : status, bad, sizeof(bad) - 1, false);
-    } else if (!TP_SLICE_IEQ(msg.method, "GET") && !TP_SLICE_IEQ(msg.method, "HEAD")) {
+    } else if (!TP_SLICE_IEQ(msg.method, "GET") && !head) {
         static const char no[] = "{\"message\":\"method not allowed\"}\n";
         answer(c, 405, no, sizeof(no) - 1, false);
     } else if (msg.path.len == 7 && memcmp(msg.path.ptr, "/status", 7) == 0) {
-        bool head = TP_SLICE_IEQ(msg.method, "HEAD");
         struct tp_strbuf b = {.max = 1u << 24};
         int jr = tp_status_json(*c->srv->live, &b);
         if (jr == 0 && tp_strbuf_append(&b, "\n", 1) == 0)
@@ -202,11 +281,21 @@ static void conn_cb(evutil_socket_t fd, short what, void *arg)
         else
             answer(c, 500, "{\"message\":\"status too large\"}\n", 31, head);
         tp_strbuf_free(&b);
-    } else {
+    } else if (!metrics_route(c, msg.path, head)) {
         static const char nf[] = "{\"message\":\"not found\"}\n";
-        answer(c, 404, nf, sizeof(nf) - 1, TP_SLICE_IEQ(msg.method, "HEAD"));
+        answer(c, 404, nf, sizeof(nf) - 1, head);
     }
-    conn_close(c);
+    /* from now on the connection only writes: swap the read event for a write event */
+    event_free(c->ev);
+    c->ev = NULL;
+    if (flush_answer(c)) {
+        conn_close(c);
+        return;
+    }
+    struct timeval tv = {30, 0};
+    c->ev = event_new(c->srv->base, c->fd, EV_WRITE | EV_PERSIST, write_cb, c);
+    if (!c->ev || event_add(c->ev, &tv) != 0)
+        conn_close(c);
 }
 
 static void accept_cb(evutil_socket_t fd, short what, void *arg)
@@ -270,6 +359,12 @@ struct tp_status_server *tp_status_start(struct event_base *base, const struct t
         return NULL;
     }
     return s;
+}
+
+void tp_status_set_metrics(struct tp_status_server *s, struct tp_metrics *m)
+{
+    if (s)
+        s->metrics = m;
 }
 
 void tp_status_stop(struct tp_status_server *s)

@@ -7,6 +7,7 @@
  * path takes no lock.
  */
 #include "http/proxy.h"
+#include "turnpike/logsink.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -23,10 +24,7 @@
 struct tp_server {
     struct tp_worker *workers;
     int nworkers;
-    int access_fd;            /* shared by workers; replaced in place with dup2 on reopen */
-    char *access_path;
-    int security_fd;          /* the same for the security log */
-    char *security_path;
+    struct tp_metrics *metrics; /* series registry (src/metrics) */
 };
 
 uint64_t tp_now_ms(void)
@@ -136,60 +134,18 @@ static void switch_snapshot(struct tp_worker *w, struct tp_snapshot *snap)
     }
 }
 
-static void flush_buf(int fd, struct tp_strbuf *buf)
-{
-    if (buf->len && fd >= 0) {
-        size_t off = 0;
-        while (off < buf->len) {
-            ssize_t n = write(fd, buf->ptr + off, buf->len - off);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0)
-                break; /* a broken log destination must not stop the proxy */
-            off += (size_t)n;
-        }
-    }
-    buf->len = 0;
-}
-
-static void flush_access_log(struct tp_worker *w)
-{
-    flush_buf(w->access_fd, &w->access_buf);
-    flush_buf(w->security_fd, &w->security_buf);
-}
-
-static void flush_cb(evutil_socket_t fd, short what, void *arg)
-{
-    flush_access_log(arg);
-}
-
-static void queue_line(struct tp_worker *w, int fd, struct tp_strbuf *buf, const char *line,
-                       size_t len)
-{
-    if (fd < 0)
-        return;
-    bool was_empty = w->access_buf.len == 0 && w->security_buf.len == 0;
-    if (tp_strbuf_append(buf, line, len) != 0) {
-        flush_buf(fd, buf);
-        if (tp_strbuf_append(buf, line, len) != 0)
-            return;
-    }
-    if (buf->len >= 32 * 1024) {
-        flush_buf(fd, buf);
-    } else if (was_empty) {
-        struct timeval tv = {0, 20 * 1000}; /* lines reach the file within 20 ms */
-        evtimer_add(w->flush_ev, &tv);
-    }
-}
-
+/* The logs are written by their own thread (src/observe/logsink.c): a worker only copies the
+ * line into a bounded queue, and a full queue drops it (counted), never blocks. */
 void tp_worker_access_log(struct tp_worker *w, const char *line, size_t len)
 {
-    queue_line(w, w->access_fd, &w->access_buf, line, len);
+    (void)w;
+    tp_logsink_write(TP_LOGSINK_ACCESS, line, len);
 }
 
 void tp_worker_security_log(struct tp_worker *w, const char *line, size_t len)
 {
-    queue_line(w, w->security_fd, &w->security_buf, line, len);
+    (void)w;
+    tp_logsink_write(TP_LOGSINK_SECURITY, line, len);
 }
 
 void *tp_worker_kv_get(struct tp_worker *w, const char *key)
@@ -258,6 +214,7 @@ static void maybe_exit(struct tp_worker *w)
 void tp_worker_conn_closed(struct tp_worker *w)
 {
     w->num_conns--;
+    tp_metrics_conn_closed(w);
     if (!atomic_load(&w->stop) && !w->accepting && w->num_conns < w->max_conns)
         set_accepting(w, true);
     maybe_exit(w);
@@ -277,6 +234,7 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
             return;
         }
         w->num_conns++;
+        tp_metrics_conn_opened(w);
         tp_conn_accept(w, cfd, &peer, l->port);
         if (w->num_conns >= w->max_conns) {
             set_accepting(w, false);
@@ -336,7 +294,6 @@ static void *worker_main(void *arg)
     atomic_store(&w->stop, 1);
     while (w->conns)
         tp_conn_abort(w->conns);
-    flush_access_log(w);
     kv_free_all(w); /* plugin state may hold events of this thread's base */
     return NULL;
 }
@@ -407,10 +364,6 @@ static int worker_init(struct tp_server *srv, struct tp_worker *w, int id,
     const struct tp_config *cfg = snap->config;
     w->id = id;
     w->srv = srv;
-    w->access_fd = srv->access_fd;
-    w->access_buf.max = 1u << 20;
-    w->security_fd = srv->security_fd;
-    w->security_buf.max = 1u << 20;
     w->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (getrandom(w->rng, sizeof(w->rng), 0) != sizeof(w->rng))
         w->rng[0] = (uint64_t)time(NULL) ^ (uint64_t)id, w->rng[1] = 0x9e3779b97f4a7c15ULL;
@@ -418,9 +371,8 @@ static int worker_init(struct tp_server *srv, struct tp_worker *w, int id,
     if (!w->base || w->notify_fd < 0)
         return TP_ENOMEM;
     w->notify_ev = event_new(w->base, w->notify_fd, EV_READ | EV_PERSIST, notify_cb, w);
-    w->flush_ev = evtimer_new(w->base, flush_cb, w);
     w->listeners = calloc(cfg->num_listen ? cfg->num_listen : 1, sizeof(*w->listeners));
-    if (!w->notify_ev || !w->flush_ev || !w->listeners)
+    if (!w->notify_ev || !w->listeners)
         return TP_ENOMEM;
     event_add(w->notify_ev, NULL);
     for (size_t i = 0; i < cfg->num_listen; i++) {
@@ -434,37 +386,11 @@ static int worker_init(struct tp_server *srv, struct tp_worker *w, int id,
         if (!l->ev)
             return TP_ENOMEM;
     }
+    if (!(w->metrics = tp_metrics_worker_new(srv->metrics, w)))
+        return TP_ENOMEM;
     tp_snapshot_ref(snap);
     switch_snapshot(w, snap);
     return 0;
-}
-
-/* A log destination: a path (appended), "stdout", "stderr" or "off" (fd -1). */
-static int open_log(const char *what, const char *dest, int *fd, char **path)
-{
-    if (!dest || strcmp(dest, "off") == 0) {
-        *fd = -1;
-        return 0;
-    }
-    if (strcmp(dest, "stdout") == 0 || strcmp(dest, "stderr") == 0) {
-        *fd = dest[3] == 'o' ? 1 : 2;
-        return 0;
-    }
-    *fd = open(dest, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    *path = strdup(dest);
-    if (*fd < 0) {
-        tp_log(TP_LOG_ERROR, "cannot open %s %s: %s", what, dest, strerror(errno));
-        return TP_EIO;
-    }
-    return 0;
-}
-
-static int open_access_log(struct tp_server *srv, const struct tp_config *cfg)
-{
-    srv->security_fd = -1;
-    int rc = open_log("access log", cfg->access_log, &srv->access_fd, &srv->access_path);
-    return rc ? rc : open_log("security log", cfg->security_log, &srv->security_fd,
-                              &srv->security_path);
 }
 
 static void worker_destroy(struct tp_worker *w)
@@ -480,8 +406,6 @@ static void worker_destroy(struct tp_worker *w)
     tp_mirror_free_all(w);
     if (w->notify_ev)
         event_free(w->notify_ev);
-    if (w->flush_ev)
-        event_free(w->flush_ev);
     if (w->grace_ev)
         event_free(w->grace_ev);
     struct tp_snapshot *p = atomic_exchange(&w->pending, NULL);
@@ -496,13 +420,12 @@ static void worker_destroy(struct tp_worker *w)
         tp_snapshot_unref(w->cur->snap);
         free(w->cur);
     }
+    tp_metrics_worker_free(w->metrics); /* its census timer is on the base */
     if (w->base)
         event_base_free(w->base);
     if (w->notify_fd >= 0)
         close(w->notify_fd);
     free(w->scratch_headers);
-    tp_strbuf_free(&w->access_buf);
-    tp_strbuf_free(&w->security_buf);
     tp_strbuf_free(&w->head_scratch);
     tp_strbuf_free(&w->log_scratch);
 }
@@ -514,7 +437,9 @@ int tp_server_start(struct tp_snapshot *snap, struct tp_server **out)
         return TP_ENOMEM;
     srv->nworkers = snap->nworkers;
     srv->workers = calloc((size_t)srv->nworkers, sizeof(*srv->workers));
-    int rc = srv->workers ? open_access_log(srv, snap->config) : TP_ENOMEM;
+    int rc = srv->workers ? 0 : TP_ENOMEM;
+    if (rc == 0 && !(srv->metrics = tp_metrics_new(srv->nworkers)))
+        rc = TP_ENOMEM;
     int started = 0;
     for (int i = 0; rc == 0 && i < srv->nworkers; i++) {
         srv->workers[i].notify_fd = -1;
@@ -538,7 +463,7 @@ int tp_server_start(struct tp_snapshot *snap, struct tp_server **out)
         for (int i = 0; srv->workers && i < srv->nworkers; i++)
             worker_destroy(&srv->workers[i]);
         free(srv->workers);
-        free(srv->access_path);
+        tp_metrics_free(srv->metrics);
         free(srv);
         return rc;
     }
@@ -574,37 +499,18 @@ void tp_server_stop(struct tp_server *srv, uint32_t grace_ms)
         pthread_join(srv->workers[i].thread, NULL);
 }
 
-static void reopen_log(const char *path, int target)
-{
-    if (!path || target < 0)
-        return;
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        tp_log(TP_LOG_ERROR, "reopen %s: %s", path, strerror(errno));
-        return;
-    }
-    dup2(fd, target); /* workers keep writing to the same descriptor number */
-    close(fd);
-}
-
-void tp_server_reopen_logs(struct tp_server *srv)
-{
-    reopen_log(srv->access_path, srv->access_fd);
-    reopen_log(srv->security_path, srv->security_fd);
-}
-
 void tp_server_free(struct tp_server *srv)
 {
     if (!srv)
         return;
     for (int i = 0; i < srv->nworkers; i++)
         worker_destroy(&srv->workers[i]);
-    if (srv->access_fd > 2)
-        close(srv->access_fd);
-    if (srv->security_fd > 2)
-        close(srv->security_fd);
     free(srv->workers);
-    free(srv->access_path);
-    free(srv->security_path);
+    tp_metrics_free(srv->metrics);
     free(srv);
+}
+
+struct tp_metrics *tp_server_metrics(struct tp_server *srv)
+{
+    return srv->metrics;
 }

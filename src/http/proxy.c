@@ -10,6 +10,7 @@
  * whatever the body sizes.
  */
 #include "http/proxy.h"
+#include "observe/observe.h"
 #include "plugins/chain.h"
 #include "turnpike/router.h"
 #include "upstream/hash_key.h"
@@ -37,66 +38,13 @@ static const struct tp_conf_limits *limits_of(const struct tp_conn *c)
 /* ---------------------------------------------------------------------------------------- */
 /* access log                                                                               */
 
-static void json_field(struct tp_strbuf *b, const char *key, const char *v, size_t len)
-{
-    tp_strbuf_puts(b, ",\"");
-    tp_strbuf_puts(b, key);
-    tp_strbuf_puts(b, "\":");
-    if (!v) {
-        tp_strbuf_puts(b, "null");
-        return;
-    }
-    tp_strbuf_append(b, "\"", 1);
-    tp_strbuf_json_str(b, v, len);
-    tp_strbuf_append(b, "\"", 1);
-}
-
-static void num_field(struct tp_strbuf *b, const char *key, unsigned long long v)
-{
-    tp_strbuf_puts(b, ",\"");
-    tp_strbuf_puts(b, key);
-    tp_strbuf_puts(b, "\":");
-    tp_strbuf_putu(b, v);
-}
-
 static void log_access(struct tp_conn *c)
 {
+    tp_metrics_request_done(c);
     struct tp_request *req = &c->req;
     if (req->plugins && req->route->chain && (req->route->chain->hooks & TP_CHAIN_LOG))
         tp_chain_run_log(req->plugins);
-    if (c->w->access_fd < 0)
-        return;
-    char now[40];
-    uint64_t t = tp_now_ms();
-    tp_log_time_rfc3339(now, sizeof(now));
-    struct tp_strbuf *b = &c->w->log_scratch; /* reused: no allocation per line */
-    b->len = 0;
-    b->max = 64 * 1024;
-    tp_strbuf_puts(b, "{\"time\":\"");
-    tp_strbuf_puts(b, now);
-    tp_strbuf_append(b, "\"", 1);
-    json_field(b, "request_id", req->request_id, strlen(req->request_id));
-    json_field(b, "client", req->client_ip[0] ? req->client_ip : c->peer_text,
-               strlen(req->client_ip[0] ? req->client_ip : c->peer_text));
-    json_field(b, "method", req->method, req->method ? strlen(req->method) : 0);
-    json_field(b, "path", req->path, req->path ? strlen(req->path) : 0);
-    json_field(b, "user_agent", req->log_ua, req->log_ua ? strlen(req->log_ua) : 0);
-    num_field(b, "status", (unsigned)req->status);
-    num_field(b, "bytes_received", req->bytes_in);
-    num_field(b, "bytes_sent", req->bytes_out);
-    const char *route = req->route ? req->route->conf->name : NULL;
-    const char *svc = req->service ? req->service->conf->name : NULL;
-    json_field(b, "route", route, route ? strlen(route) : 0);
-    json_field(b, "service", svc, svc ? strlen(svc) : 0);
-    json_field(b, "upstream", req->target ? req->target->addr_text : NULL,
-               req->target ? strlen(req->target->addr_text) : 0);
-    num_field(b, "latency_ms", t - req->start_ms);
-    if (req->up_start_ms && req->up_first_byte_ms)
-        num_field(b, "upstream_latency_ms", req->up_first_byte_ms - req->up_start_ms);
-    else
-        tp_strbuf_puts(b, ",\"upstream_latency_ms\":null");
-    if (tp_strbuf_puts(b, "}\n") == 0)
-        tp_worker_access_log(c->w, b->ptr, b->len);
+    tp_observe_done(c); /* access-log line (access_log_fields), spans */
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -121,6 +69,7 @@ static void request_reset(struct tp_conn *c)
         evbuffer_free(req->body_buf);
     tp_strbuf_free(&req->resp_head);
     tp_worker_snap_release(c->w, req->ws);
+    tp_observe_end(c);
     free(req->strings);
     tp_strbuf_free(&req->head);
     memset(req, 0, sizeof(*req));
@@ -256,6 +205,7 @@ static void respond_error(struct tp_conn *c, int status, const char *message, bo
     struct tp_request *req = &c->req;
     if (!req->request_id[0])
         tp_proxy_request_id(c, NULL);
+    tp_observe_rejected(c, status, message); /* malformed requests: security log */
     char body[512];
     struct tp_strbuf bb = {.max = 4096};
     tp_strbuf_puts(&bb, "{\"message\":\"");
@@ -269,7 +219,8 @@ static void respond_error(struct tp_conn *c, int status, const char *message, bo
     tp_strbuf_free(&bb);
     respond_local(c, status, "application/json", body, blen, close_after);
     if (status >= 500)
-        tp_log(TP_LOG_WARN, "request %s: %d %s", req->request_id, status, message);
+        tp_log_request(TP_LOG_WARN, req->request_id, "request %s: %d %s", req->request_id, status,
+                       message);
 }
 
 /* A plugin answered the request itself. */
@@ -514,6 +465,7 @@ static bool start_request(struct tp_conn *c, const struct tp_http_message *msg)
     req->upgrade = is_websocket_upgrade(msg);
     req->bytes_in = msg->head_len;
     tp_proxy_request_id(c, msg);
+    tp_observe_begin(c, msg); /* trace context, copies for the access log */
     if (msg->path.len == 0 || msg->path.ptr[0] != '/')
         return respond_error(c, 400, "unsupported request target", true), false;
 
@@ -707,7 +659,9 @@ static void connect_upstream(struct tp_conn *c)
     }
     u->client = c;
     c->up = u;
-    req->up_start_ms = tp_now_ms();
+    req->up_start_us = tp_now_us();
+    req->up_start_ms = req->up_start_us / 1000;
+    tp_observe_upstream_start(c);
     evbuffer_add(u->out, req->head.ptr, req->head.len);
 }
 
@@ -819,8 +773,9 @@ static void upstream_failed(struct tp_conn *c, bool connect_failure, bool timeou
         req->buffer_resp = false;
         evbuffer_drain(req->body_buf, evbuffer_get_length(req->body_buf));
         tp_strbuf_free(&req->resp_head);
-        tp_log(TP_LOG_WARN, "request %s: upstream %s broke its response body", req->request_id,
-               req->target->addr_text);
+        tp_log_request(TP_LOG_WARN, req->request_id,
+                       "request %s: upstream %s broke its response body", req->request_id,
+                       req->target->addr_text);
         respond_error(c, 502, "invalid response from upstream", false);
         return;
     }
@@ -1096,15 +1051,17 @@ static bool read_response_head(struct tp_conn *c)
         return false;
     }
     if (rc < 0) {
-        tp_log(TP_LOG_WARN, "request %s: invalid response from %s", req->request_id,
-               req->target->addr_text);
+        tp_log_request(TP_LOG_WARN, req->request_id, "request %s: invalid response from %s",
+                       req->request_id, req->target->addr_text);
         tp_health_passive(req->target->health, req->service->upstream->healthchecks, 0);
         target_done(c, true);
         respond_error(c, 502, "invalid response from upstream", false);
         return false;
     }
-    if (!req->up_first_byte_ms)
-        req->up_first_byte_ms = tp_now_ms();
+    if (!req->up_first_byte_ms) {
+        req->up_first_us = tp_now_us();
+        req->up_first_byte_ms = req->up_first_us / 1000;
+    }
     if (msg.status < 200 && msg.status != 101) {
         if (++req->interim > TP_MAX_INTERIM_RESPONSES) {
             respond_error(c, 502, "too many interim responses from upstream", false);
@@ -1276,8 +1233,8 @@ static void relay_response_body(struct tp_conn *c)
             if (evbuffer_get_length(u->in))
                 req->up_reusable = false;
         } else if (rc < 0) {
-            tp_log(TP_LOG_WARN, "request %s: bad chunked body from %s", req->request_id,
-                   req->target->addr_text);
+            tp_log_request(TP_LOG_WARN, req->request_id, "request %s: bad chunked body from %s",
+                           req->request_id, req->target->addr_text);
             upstream_failed(c, false, false);
         }
     } else { /* until close */
@@ -1371,7 +1328,8 @@ static void parse_head(struct tp_conn *c)
         return;
     struct tp_request *req = &c->req;
     req->ws = tp_worker_snap_acquire(c->w);
-    req->start_ms = tp_now_ms();
+    req->start_us = tp_now_us(); /* one clock read for both */
+    req->start_ms = req->start_us / 1000;
     if (rc < 0) {
         req->req_body_done = true;
         req->bytes_in = n;
@@ -1721,8 +1679,9 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (k == TP_T_PLUGIN) {
-        tp_log(TP_LOG_ERROR, "request %s: a plugin did not resume within %d ms",
-               c->req.request_id, TP_PLUGIN_WAIT_MS);
+        tp_log_request(TP_LOG_ERROR, c->req.request_id,
+                       "request %s: a plugin did not resume within %d ms", c->req.request_id,
+                       TP_PLUGIN_WAIT_MS);
         evbuffer_drain(c->in, c->req.head_pending);
         c->state = TP_CONN_HEAD;
         respond_error(c, 500, "An unexpected error occurred", true);
@@ -1784,8 +1743,8 @@ void tp_up_write_cb(evutil_socket_t fd, short what, void *arg)
         int err = 0;
         socklen_t len = sizeof(err);
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err != 0) {
-            tp_log(TP_LOG_WARN, "connect to %s failed: %s", c->req.target->addr_text,
-                   strerror(err ? err : errno));
+            tp_log_request(TP_LOG_WARN, c->req.request_id, "connect to %s failed: %s",
+                           c->req.target->addr_text, strerror(err ? err : errno));
             upstream_failed(c, true, false);
             conn_progress(c);
             return;
@@ -1811,9 +1770,11 @@ void tp_up_timer_cb(evutil_socket_t fd, short what, void *arg)
         tp_upconn_close(u); /* pool idle timeout */
         return;
     }
-    tp_log(TP_LOG_WARN, "request %s: upstream %s %s timeout", c->req.request_id,
-           c->req.target->addr_text,
-           k == TP_T_UP_CONNECT ? "connect" : k == TP_T_UP_WRITE ? "write" : "read");
+    tp_log_request(TP_LOG_WARN, c->req.request_id, "request %s: upstream %s %s timeout",
+                   c->req.request_id, c->req.target->addr_text,
+                   k == TP_T_UP_CONNECT ? "connect"
+                   : k == TP_T_UP_WRITE ? "write"
+                                        : "read");
     upstream_failed(c, k == TP_T_UP_CONNECT, true);
     conn_progress(c);
 }

@@ -7,8 +7,10 @@
 
 #include "turnpike/http.h"
 #include "turnpike/log.h"
+#include "turnpike/metrics.h"
 #include "turnpike/server.h"
 #include "turnpike/snapshot.h"
+#include "turnpike/trace.h"
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -72,18 +74,14 @@ struct tp_worker {
     struct tp_pool *pools;
     struct tp_http_header *scratch_headers;
     size_t scratch_cap;
-    struct tp_strbuf access_buf;            /* buffered access-log lines */
-    struct tp_strbuf security_buf;          /* buffered security-log lines */
-    int security_fd;                        /* -1 = off */
     struct tp_worker_kv *kv;                /* plugin state living as long as the thread */
     struct tp_strbuf head_scratch;          /* response heads are assembled here */
     struct tp_strbuf log_scratch;           /* access-log lines are assembled here */
     struct tp_mirror *mirrors;              /* shadow requests in flight (mirror.c) */
     unsigned num_mirrors;
-    struct event *flush_ev;
-    int access_fd;                          /* -1 = off */
     uint64_t rng[2];
     struct event *grace_ev;
+    struct tp_mworker *metrics;            /* counters of this worker (src/metrics) */
 };
 
 /* Where the client connection is in its life. */
@@ -207,6 +205,11 @@ struct tp_request {
     bool buffer_resp;             /* response body collected for response_body hooks */
     struct evbuffer *body_buf;    /* the request or response body being collected */
     struct tp_strbuf resp_head;   /* response head without framing, while buffer_resp */
+    /* observability (src/observe): trace context, and copies kept for the log and spans */
+    struct tp_trace_ctx trace;
+    char *obs_strings;            /* one allocation holding the three below, or NULL */
+    const char *obs_query, *obs_referer, *obs_host; /* NULL when absent or not wanted */
+    uint64_t start_us, up_start_us, up_first_us; /* µs clock of start_ms... (metrics) */
 };
 
 struct tp_conn {
@@ -237,9 +240,9 @@ struct tp_wsnap *tp_worker_snap_acquire(struct tp_worker *w);
 /** Drop one user; the last user of a retired snapshot releases the worker's reference.
  *  NULL is ignored. */
 void tp_worker_snap_release(struct tp_worker *w, struct tp_wsnap *ws);
-/** Queue one access-log line (bytes copied); written within 20 ms or at 32 KiB. */
+/** Queue one access-log line (bytes copied) for the log writer thread (logsink.h). */
 void tp_worker_access_log(struct tp_worker *w, const char *line, size_t len);
-/** Queue one security-log line (bytes copied); same buffering as the access log. */
+/** Queue one security-log line (bytes copied); same as the access log. */
 void tp_worker_security_log(struct tp_worker *w, const char *line, size_t len);
 /** The worker's plugin registry: value stored under key, or NULL. */
 void *tp_worker_kv_get(struct tp_worker *w, const char *key);

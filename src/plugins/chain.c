@@ -967,6 +967,7 @@ static void write_security_line(struct tp_plugin_ctx *ctx, const char *plugin, i
                                 const char *reason)
 {
     struct tp_conn *c = ctx->c;
+    tp_metrics_security(c, plugin, status); /* counted whether or not the log is written */
     struct tp_request *req = &c->req;
     char now[40];
     tp_log_time_rfc3339(now, sizeof(now));
