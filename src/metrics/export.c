@@ -385,6 +385,41 @@ static void prom_requests(struct out *o, const struct scrape *sc)
     }
 }
 
+/* One histogram series: cumulative _bucket lines, then _sum (seconds from µs, or a plain
+ * integer) and _count. */
+static void histogram_series(struct out *o, const char *name, const struct live *l,
+                             const char *const *le, const uint64_t *bucket, int nb, uint64_t sum,
+                             bool sum_is_us, uint64_t count)
+{
+    uint64_t cum = 0;
+    for (int b = 0; b < nb; b++) {
+        cum += bucket[b];
+        puts_(o, name);
+        puts_(o, "_bucket{");
+        series_labels(o, l);
+        puts_(o, ",le=\"");
+        puts_(o, le[b]);
+        puts_(o, "\"} ");
+        putu(o, cum);
+        puts_(o, "\n");
+    }
+    puts_(o, name);
+    puts_(o, "_sum{");
+    series_labels(o, l);
+    puts_(o, "} ");
+    if (sum_is_us)
+        put_seconds(o, sum);
+    else
+        putu(o, sum);
+    puts_(o, "\n");
+    puts_(o, name);
+    puts_(o, "_count{");
+    series_labels(o, l);
+    puts_(o, "} ");
+    putu(o, count);
+    puts_(o, "\n");
+}
+
 static void prom_dur(struct out *o, const struct scrape *sc, int which)
 {
     const char *name =
@@ -396,32 +431,9 @@ static void prom_dur(struct out *o, const struct scrape *sc, int which)
     for (size_t i = 0; i < sc->n; i++) {
         struct dur_sum d;
         sum_dur(sc, sc->live[i].slot, which, &d);
-        if (!d.count)
-            continue;
-        uint64_t cum = 0;
-        for (int b = 0; b < M_DUR_BUCKETS; b++) {
-            cum += d.bucket[b];
-            puts_(o, name);
-            puts_(o, "_bucket{");
-            series_labels(o, &sc->live[i]);
-            puts_(o, ",le=\"");
-            puts_(o, tp_metrics_dur_le[b]);
-            puts_(o, "\"} ");
-            putu(o, cum);
-            puts_(o, "\n");
-        }
-        puts_(o, name);
-        puts_(o, "_sum{");
-        series_labels(o, &sc->live[i]);
-        puts_(o, "} ");
-        put_seconds(o, d.sum_us);
-        puts_(o, "\n");
-        puts_(o, name);
-        puts_(o, "_count{");
-        series_labels(o, &sc->live[i]);
-        puts_(o, "} ");
-        putu(o, d.count);
-        puts_(o, "\n");
+        if (d.count)
+            histogram_series(o, name, &sc->live[i], tp_metrics_dur_le, d.bucket, M_DUR_BUCKETS,
+                             d.sum_us, true, d.count);
     }
 }
 
@@ -436,32 +448,9 @@ static void prom_size(struct out *o, const struct scrape *sc, int which)
     for (size_t i = 0; i < sc->n; i++) {
         struct size_sum d;
         sum_size(sc, sc->live[i].slot, which, &d);
-        if (!d.count)
-            continue;
-        uint64_t cum = 0;
-        for (int b = 0; b < M_SIZE_BUCKETS; b++) {
-            cum += d.bucket[b];
-            puts_(o, name);
-            puts_(o, "_bucket{");
-            series_labels(o, &sc->live[i]);
-            puts_(o, ",le=\"");
-            puts_(o, tp_metrics_size_le[b]);
-            puts_(o, "\"} ");
-            putu(o, cum);
-            puts_(o, "\n");
-        }
-        puts_(o, name);
-        puts_(o, "_sum{");
-        series_labels(o, &sc->live[i]);
-        puts_(o, "} ");
-        putu(o, d.sum);
-        puts_(o, "\n");
-        puts_(o, name);
-        puts_(o, "_count{");
-        series_labels(o, &sc->live[i]);
-        puts_(o, "} ");
-        putu(o, d.count);
-        puts_(o, "\n");
+        if (d.count)
+            histogram_series(o, name, &sc->live[i], tp_metrics_size_le, d.bucket,
+                             M_SIZE_BUCKETS, d.sum, false, d.count);
     }
 }
 
