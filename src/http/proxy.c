@@ -246,6 +246,7 @@ static void finish_request(struct tp_conn *c)
     c->scan_pos = 0;
     c->line_seen = false;
     c->uri_checked = false;
+    c->plugin_input = false;
     c->got_first_byte = evbuffer_get_length(c->in) > 0;
     c->state = keep ? TP_CONN_HEAD : TP_CONN_CLOSING;
 }
@@ -613,6 +614,7 @@ void tp_conn_resume(struct tp_conn *c)
     if (r == TP_CHAIN_SUSPENDED)
         return;
     c->state = TP_CONN_HEAD;
+    c->plugin_input = false;
     if (r == TP_CHAIN_RESPONDED)
         respond_plugin(c);
     else
@@ -1622,8 +1624,8 @@ static void conn_progress(struct tp_conn *c)
     bool want_client_read = !c->peer_closed && out_len < TP_IO_HIGH_WATER;
     if (c->state == TP_CONN_LINGER)
         want_client_read = !c->peer_closed;
-    else if (c->state == TP_CONN_PLUGIN)
-        want_client_read = false; /* the head's bytes must stay where the plugin saw them */
+    else if (c->state == TP_CONN_PLUGIN) /* watched for a close only (client_read_cb) */
+        want_client_read = !c->peer_closed && !c->plugin_input;
     else if (c->state == TP_CONN_HEAD)
         want_client_read = want_client_read && in_len <= limits_of(c)->max_header_bytes + 4;
     else
@@ -1643,6 +1645,20 @@ static void conn_progress(struct tp_conn *c)
 static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct tp_conn *c = arg;
+    if (c->state == TP_CONN_PLUGIN) {
+        /* a plugin waits with the head's bytes in c->in: look, do not read. A client that has
+         * gone (FIN or RST) ends the request now instead of when the plugin resumes (a request
+         * held by a leaky bucket would otherwise still be sent upstream) */
+        char b;
+        ssize_t r = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+            conn_free(c);
+            return;
+        }
+        c->plugin_input = true; /* a pipelined request: stop watching until the plugin resumes */
+        conn_progress(c);
+        return;
+    }
     int n = tp_evbuffer_read(c->in, fd, &c->read_hint);
     if (n > 0) {
         c->progress = true;

@@ -223,6 +223,7 @@ struct tp_conn {
     uint16_t local_port;
     enum tp_conn_state state;
     bool read_on, write_on, got_first_byte, peer_closed, progress, uri_checked, line_seen;
+    bool plugin_input;            /* input arrived while a plugin waits (TP_CONN_PLUGIN) */
     unsigned num_requests;
     size_t scan_pos;              /* head: bytes already scanned for the blank line */
     uint32_t read_hint;           /* next read size (adaptive) */

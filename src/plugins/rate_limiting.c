@@ -421,7 +421,8 @@ static const struct tp__cfg_directive rl_keys[] = {
     TP__CFG_CUSTOM_KEY("policy", parse_policy, false),
     TP__CFG_BOOL_KEY("fault_tolerant", struct rl_conf, fault_tolerant, true),
     TP__CFG_BOOL_KEY("hide_client_headers", struct rl_conf, hide_client_headers, false),
-    TP__CFG_UINT_KEY("error_code", struct rl_conf, error_code, 100, 599, 429),
+    /* a refusal is a final answer: never 1xx (101 would read as an upgrade) */
+    TP__CFG_UINT_KEY("error_code", struct rl_conf, error_code, 200, 599, 429),
     TP__CFG_STRING_KEY("error_message", struct rl_conf, error_message, NULL),
     TP__CFG_INT_KEY("sync_rate", struct rl_conf, sync_rate, -1, 86400, -1),
     TP__CFG_CUSTOM_KEY("redis", parse_redis, false),
@@ -844,7 +845,9 @@ static int build_policy(struct rl_inst *in)
         const struct rl_limit *l = &in->limits[i];
         bool bucket = l->l.algo == TP_RL_TOKEN_BUCKET;
         uint64_t q = bucket ? l->l.burst : l->l.count;
-        int64_t w = bucket ? (int64_t)l->l.burst * l->l.interval_us : l->l.period_us;
+        int64_t w = l->l.period_us;
+        if (bucket && __builtin_mul_overflow((int64_t)l->l.burst, l->l.interval_us, &w))
+            w = INT64_MAX / 4; /* burst x period beyond int64: report a huge window */
         len += (size_t)snprintf(in->policy + len, cap - len, "%s\"%s\";q=%llu", i ? ", " : "",
                                 l->name, (unsigned long long)q);
         if (l->l.algo != TP_RL_CONCURRENCY)

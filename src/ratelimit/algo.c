@@ -193,7 +193,9 @@ static void token_eval(const struct tp_rl_limit *l, struct tp_rl_state *s, int64
                        struct tp_rl_decision *d, bool commit)
 {
     int64_t t = l->interval_us;
-    int64_t cap = (int64_t)l->burst * t;
+    int64_t cap; /* a bucket of burst tokens, in µs of refill; saturates (burst x period) */
+    if (__builtin_mul_overflow((int64_t)l->burst, t, &cap))
+        cap = INT64_MAX / 4;
     int64_t tat = s->tat > now ? s->tat : now;
 
     d->allowed = tat - now <= cap - t;

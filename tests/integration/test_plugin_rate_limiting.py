@@ -522,6 +522,26 @@ def test_leaky_bucket_spaces_requests_evenly(stack, stamped):
     assert 8 <= got.count(200) <= 13 and got.count(429) == 20 - got.count(200), got
 
 
+def test_leaky_bucket_drops_held_requests_whose_client_left(stack, stamped):
+    """A request held by the leaky bucket whose client closes is never sent upstream."""
+    conf = {"algorithm": "leaky-bucket", "limits": [{"count": 1, "period": "1s"}],
+            "key": "global", "max_delay": 5000}
+    gw = start(stack, [rl(conf)], url=stamped.url)
+    assert get(gw).status == 200  # uses the slot: the next ones are held
+    held = []
+    for _ in range(3):
+        c = Client(gw.port)
+        c.send(b"GET /r/held HTTP/1.1\r\nHost: x\r\n\r\n")
+        held.append(c)
+    time.sleep(0.3)
+    for c in held:
+        c.close()
+    time.sleep(3.5)  # their turns (1 s apart) have passed
+    assert len(stamped.times) == 1, stamped.times
+    assert get(gw).status == 200
+    check_alive(gw)
+
+
 def test_concurrency_limit(stack, stamped):
     conf = {"algorithm": "concurrency", "limits": [{"count": 2}], "key": "global"}
     gw = start(stack, [rl(conf)], workers=2, url=stamped.url)
