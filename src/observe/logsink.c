@@ -276,9 +276,18 @@ int tp_logsink_dest_check(const char *spec, bool allow_off, char *err, size_t er
     return rc == 0 ? 0 : TP_EINVAL;
 }
 
+/* O_NONBLOCK for the open only: a FIFO without a reader would block open(2) (the main thread,
+ * at start or on a reload) — it fails with ENXIO instead, reported like any unopenable path.
+ * Writes stay blocking, on the log-writer thread. */
 static int open_file(const char *path)
 {
-    return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0644);
+    if (fd >= 0) {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl >= 0)
+            fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    }
+    return fd;
 }
 
 /* Parse spec and open it: d owns what it opened (dest_close). Reasons go to err. */

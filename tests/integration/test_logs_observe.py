@@ -477,3 +477,19 @@ def test_reload_switches_log_destinations(stack):
     docs = wait_lines(gw, other, len(lines_of(gw.read(other))) + 1)
     assert docs[-1]["path"] == "/public/last"
     assert len(lines_of(gw.read(gw.access_log))) == before
+
+
+def test_fifo_without_reader_is_refused_not_a_hang(tmp_path):
+    """open(2) of a FIFO nobody reads would block the main thread (at start, or on a reload):
+    it is refused at once like any path that cannot be opened."""
+    import subprocess
+    from conftest import turnpike_bin
+    fifo = os.path.join(str(tmp_path), "access.fifo")
+    os.mkfifo(fifo)
+    cfg = os.path.join(str(tmp_path), "t.yaml")
+    with open(cfg, "w") as f:
+        f.write('listen: ["127.0.0.1:%d"]\naccess_log: "%s"\nservices: []\n' % (free_port(), fifo))
+    started = time.monotonic()
+    r = subprocess.run([turnpike_bin(), "-c", cfg], capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0, r
+    assert time.monotonic() - started < 10
