@@ -42,7 +42,7 @@ static void log_access(struct tp_conn *c)
 {
     tp_metrics_request_done(c);
     struct tp_request *req = &c->req;
-    if (req->plugins && req->route->chain && (req->route->chain->hooks & TP_CHAIN_LOG))
+    if (req->plugins && (tp_chain_hooks(req->plugins) & TP_CHAIN_LOG))
         tp_chain_run_log(req->plugins);
     tp_observe_done(c); /* access-log line (access_log_fields), spans */
 }
@@ -94,7 +94,7 @@ static void conn_free(struct tp_conn *c)
     struct tp_worker *w = c->w;
     if (c->state == TP_CONN_TUNNEL || (c->req.ws && c->req.status))
         log_access(c);
-    else if (c->req.plugins && (c->req.route->chain->hooks & TP_CHAIN_LOG))
+    else if (c->req.plugins && (tp_chain_hooks(c->req.plugins) & TP_CHAIN_LOG))
         tp_chain_run_log(c->req.plugins); /* the client went away mid-request: plugins that
                                              hold something (a concurrency slot) release it */
     up_detach(c, false);
@@ -147,7 +147,7 @@ static void respond_local(struct tp_conn *c, int status, const char *ctype, cons
         req->start_ms = tp_now_ms();
     if (close_after || !req->req_body_done || !req->keepalive)
         req->keepalive = false;
-    if (pc && req->route->chain && (req->route->chain->hooks & TP_CHAIN_RESPONSE_HEADERS))
+    if (pc && (tp_chain_hooks(pc) & TP_CHAIN_RESPONSE_HEADERS))
         tp_chain_run_response_headers(pc, NULL, status, true);
     struct tp_strbuf *b = &c->w->head_scratch;
     b->len = 0;
@@ -1096,7 +1096,7 @@ static bool read_response_head(struct tp_conn *c)
     target_done(c, msg.status >= 500);
     plan_response(c, &msg);
     struct tp_plugin_ctx *pc = req->plugins;
-    unsigned hooks = pc ? req->route->chain->hooks : 0;
+    unsigned hooks = pc ? tp_chain_hooks(pc) : 0;
     if (hooks & TP_CHAIN_RESPONSE_HEADERS)
         tp_chain_run_response_headers(pc, &msg, msg.status, false);
     bool has_body = msg.framing != TP_HTTP_BODY_NONE && !req->is_head && msg.status != 101 &&

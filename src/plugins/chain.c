@@ -176,6 +176,7 @@ struct tp_plugin_ctx {
     const struct tp_chain *chain;
     const struct tp_plugin_instance **items; /* effective chain (consumer plugins merged) */
     size_t n;
+    unsigned hooks;                          /* TP_CHAIN_* of items (derived, kept in step) */
     void **data;                             /* per item */
     enum phase phase;
     size_t idx;                              /* next item to run in phase */
@@ -267,6 +268,7 @@ int tp_chain_request_begin(struct tp_conn *c, const struct tp_chain *chain,
     ctx->chain = chain;
     ctx->items = chain->items;
     ctx->n = chain->n;
+    ctx->hooks = chain->hooks;
     ctx->data = arena_alloc(ctx, chain->n * sizeof(void *));
     if (!ctx->data) {
         free(ctx);
@@ -312,9 +314,17 @@ static void span(const struct tp_slice *s, const char **lo, const char **hi)
         *hi = s->ptr + s->len;
 }
 
+unsigned tp_chain_hooks(const struct tp_plugin_ctx *ctx)
+{
+    return ctx->hooks;
+}
+
 int tp_chain_detach_message(struct tp_plugin_ctx *ctx)
 {
-    if (ctx->detached)
+    /* only hooks that run after dispatch read the head once c->in has moved on */
+    unsigned later = TP_CHAIN_REQUEST_BODY | TP_CHAIN_RESPONSE_HEADERS |
+                     TP_CHAIN_RESPONSE_BODY | TP_CHAIN_LOG;
+    if (ctx->detached || !(ctx->hooks & later))
         return 0;
     int rc = tp_chain_keep_message(ctx);
     if (rc)
@@ -815,16 +825,21 @@ static void identity_headers(struct tp_plugin_ctx *ctx)
             tp_plugin_set_header(ctx, "X-Consumer-Custom-ID", tp_slice_cstr(c->custom_id));
         if (c->username)
             tp_plugin_set_header(ctx, "X-Consumer-Username", tp_slice_cstr(c->username));
-        if (c->num_groups) {
-            struct tp_strbuf g = {.max = 64 * 1024};
-            for (size_t i = 0; i < c->num_groups; i++) {
+        if (c->num_groups) { /* "a, b, c", joined in the arena: no malloc per request */
+            size_t len = 0;
+            for (size_t i = 0; i < c->num_groups; i++)
+                len += strlen(c->groups[i]) + 2;
+            char *g = arena_alloc(ctx, len);
+            size_t n = 0;
+            for (size_t i = 0; g && i < c->num_groups; i++) {
                 if (i)
-                    tp_strbuf_append(&g, ", ", 2);
-                tp_strbuf_puts(&g, c->groups[i]);
+                    g[n++] = ',', g[n++] = ' ';
+                size_t k = strlen(c->groups[i]);
+                memcpy(g + n, c->groups[i], k);
+                n += k;
             }
-            if (g.ptr)
-                tp_plugin_set_header(ctx, "X-Consumer-Groups", (struct tp_slice){g.ptr, g.len});
-            tp_strbuf_free(&g);
+            if (g)
+                tp_plugin_set_header(ctx, "X-Consumer-Groups", (struct tp_slice){g, n});
         }
     }
     if (ctx->credential && ctx->credential->id)
@@ -1108,7 +1123,6 @@ static void merge_consumer_plugins(struct tp_plugin_ctx *ctx)
     memset(data, 0, cap * sizeof(void *));
     memcpy(data, ctx->data, ctx->n * sizeof(void *));
     size_t n = ctx->n;
-    const struct tp_plugin_instance *current = ctx->items[ctx->cur];
     for (size_t i = 0; i < c->num_plugins; i++) {
         const struct tp_plugin_instance *pi = c->plugins[i];
         if (!scope_matches(pi, svc, rt))
@@ -1137,7 +1151,8 @@ static void merge_consumer_plugins(struct tp_plugin_ctx *ctx)
     ctx->items = items;
     ctx->data = data;
     ctx->n = n;
-    (void)current;
+    for (size_t j = 0; j < n; j++) /* a consumer's plugins may bring hooks the route lacks */
+        ctx->hooks |= hooks_of(items[j]->plugin);
 }
 
 static bool later_auth(const struct tp_plugin_ctx *ctx, size_t i)

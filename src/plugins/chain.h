@@ -79,9 +79,13 @@ enum tp_chain_result tp_chain_run_request(struct tp_plugin_ctx *ctx);
 /** Copy the request head so it survives the client buffer (suspension). 0 or TP_ENOMEM. */
 int tp_chain_keep_message(struct tp_plugin_ctx *ctx);
 
+/** The TP_CHAIN_* hooks of the request's effective chain: the route's, plus those of plugins
+ *  scoped to the consumer once it is known. */
+unsigned tp_chain_hooks(const struct tp_plugin_ctx *ctx);
+
 /** Deep-copy the request head (slices and headers) into the request's arena, so that later
- *  hooks (request_body, response, log) can read it after the client buffer moved on.
- *  0 or TP_ENOMEM. */
+ *  hooks (request_body, response, log) can read it after the client buffer moved on; a no-op
+ *  when the effective chain has none of those hooks. 0 or TP_ENOMEM. */
 int tp_chain_detach_message(struct tp_plugin_ctx *ctx);
 /** A method set by tp_plugin_set_method. */
 bool tp_chain_method(const struct tp_plugin_ctx *ctx, struct tp_slice *method);

@@ -391,3 +391,17 @@ def test_consumer_values_that_cannot_travel_in_headers_are_config_errors(tmp_pat
     keyauth_credentials: [{key: k, id: null, tags: null}]
 """)
     assert rc == 0, err
+
+
+def test_consumer_plugin_hooks_the_route_lacks_still_run(stack):
+    """A consumer-scoped plugin brings hooks the route's own chain does not have (here the log
+    hook that gives a concurrency slot back): they run for that consumer's requests."""
+    b = stack.backend()
+    r = route("r", ["/"], plugins=[{"name": "key-auth"}])
+    consumers = [{"username": "u", "keyauth_credentials": [{"key": "k"}],
+                  "plugins": [{"name": "rate-limiting", "config": {
+                      "algorithm": "concurrency", "limits": [{"count": 1}], "key": "consumer"}}]}]
+    gw = stack.gateway([service("s", b.url, [r])], extra={"consumers": consumers})
+    with Client(gw.port) as c:
+        for _ in range(3):  # one at a time: each must find the slot given back
+            assert c.request("GET", "/x", [("apikey", "k")]).status == 200
